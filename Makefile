@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Everything else here is what those two stand on.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export PDAUTH_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/pdauth_test
+
+.PHONY: demo test check lint typecheck pytest coverage bench services clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## demo: run the service and the PagerDuty emulator together on loopback (SQLite)
+demo: $(STAMP)
+	$(BIN)/pdauth demo
+
+## test: lint, type-check and the whole test suite with coverage (installs what it needs)
+test: $(STAMP) services lint typecheck pytest coverage
+
+services:
+	@bash scripts/ensure-services.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest --cov --cov-report= -p no:cacheprovider
+
+coverage: $(STAMP)
+	@echo "Branch coverage of the pure OAuth core and the key ring (must be >= 95%):"
+	$(BIN)/coverage report --include='src/pdauth/oauth/*,src/pdauth/crypto.py' --fail-under=95
+
+## bench: every benchmark in benchmarks/, tables printed, JSON in benchmarks/results/
+bench: $(STAMP) services
+	@mkdir -p benchmarks/results
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --json benchmarks/results/ || exit 1; done
+
+clean:
+	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output
