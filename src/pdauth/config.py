@@ -1,0 +1,423 @@
+"""Settings: pdauth's configuration, read from ``PDAUTH_*`` environment variables.
+
+:class:`Settings` is a frozen pydantic-settings model. :meth:`Settings.from_env` is the
+documented way to build one: it reads a mapping (``os.environ`` by default, never a ``.env``
+file) and turns every problem into one :class:`~pdauth.errors.ConfigurationError` that names
+the variables to fix and never repeats a value. Endpoints must be absolute ``https`` URLs;
+``http`` is allowed only on a loopback host (RFC 6749 §3.1.2.1 and §10.9, RFC 9700 §2.6,
+SECURITY-CHECKLIST §L.40). Secrets are ``SecretStr`` and credentials inside the database and
+Redis URLs are masked, so ``repr``, ``str`` and ``model_dump`` show none of them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from typing import Annotated, Any, Literal, Self, cast
+from urllib.parse import urlsplit
+
+from pydantic import (
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from pdauth.crypto import KeyRing
+from pdauth.errors import ConfigurationError
+
+__all__ = ["Settings"]
+
+ENV_PREFIX = "PDAUTH_"
+
+# Endpoint suffixes under identity_url, as PagerDuty publishes them (PAGERDUTY.md §1).
+_AUTHORIZE_PATH = "/oauth/authorize"
+_TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path, not a password
+_JWKS_PATH = "/global/oauth/anonymous/jwks"
+_DISCOVERY_PATH = "/global/oauth/anonymous/.well-known/openid-configuration"
+
+# Base URLs get paths appended, so a trailing slash is dropped and a query refused.
+_BASE_URL_FIELDS = ("identity_url", "api_url", "api_url_eu")
+# Complete endpoint URLs (and the issuer, compared byte for byte): kept exactly as given.
+_ENDPOINT_FIELDS = ("authorize_url", "token_url", "revoke_url", "jwks_url", "issuer")
+# Optional fields where an empty variable means "not set".
+_EMPTY_IS_UNSET = (*_ENDPOINT_FIELDS, "session_secret", "api_keys", "redis_url")
+
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MAX_HTTP_TIMEOUT = 25.0  # PagerDuty authorization codes live 30 s; leave room to spare.
+_MIN_SESSION_SECRET = 32
+_URL_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@")
+
+# Set by from_env so that only the mapping it was given is read (not os.environ).
+_INIT_ONLY: ContextVar[bool] = ContextVar("pdauth_settings_init_only", default=False)
+
+
+def _env(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+class Settings(BaseSettings):
+    """Everything pdauth needs to know, from ``PDAUTH_*`` variables; frozen once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        env_file=None,
+        secrets_dir=None,
+        str_strip_whitespace=True,
+        # pydantic's default messages repeat the input (input_value=…), which may be a secret.
+        hide_input_in_errors=True,
+    )
+
+    client_id: str
+    client_secret: SecretStr | None = None
+    redirect_uri: str
+    scopes: Annotated[tuple[str, ...], NoDecode] = ("read",)
+    app_kind: Literal["classic", "scoped"] = "classic"
+    database_url: str = "sqlite:///./pdauth.db"
+    encryption_keys: SecretStr
+    session_secret: SecretStr | None = None
+    identity_url: str = "https://identity.pagerduty.com"
+    authorize_url: str | None = None
+    token_url: str | None = None
+    revoke_url: str | None = None
+    jwks_url: str | None = None
+    issuer: str | None = None
+    api_url: str = "https://api.pagerduty.com"
+    api_url_eu: str = "https://api.eu.pagerduty.com"
+    api_keys: SecretStr | None = None
+    redis_url: str | None = None
+    http_timeout: float = 10.0
+    lease_seconds: float = 30.0
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Never a .env file or a secrets directory: configuration comes from the environment
+        # (or, in from_env, from exactly the mapping given) and from nothing implicit.
+        if _INIT_ONLY.get():
+            return (init_settings,)
+        return (init_settings, env_settings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` win over it.
+
+        Raises :class:`~pdauth.errors.ConfigurationError` listing every problem by its
+        variable name (``PDAUTH_CLIENT_ID is required``; …), never with a value.
+        """
+        values: dict[str, Any] = _values_from(cls, os.environ if env is None else env)
+        values.update(overrides)
+        token = _INIT_ONLY.set(True)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = _describe(exc)
+        finally:
+            _INIT_ONLY.reset(token)
+        # Raised outside the except block so the ValidationError (which holds the inputs,
+        # secrets included) is not attached as __context__.
+        raise ConfigurationError("invalid pdauth configuration: " + "; ".join(problems))
+
+    # -- validation -----------------------------------------------------------------------
+
+    @field_validator(*_EMPTY_IS_UNSET, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("client_id", "database_url")
+    @classmethod
+    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            raise ValueError(f"{_env(_field(info))} must not be empty")
+        return value
+
+    @field_validator("client_secret")
+    @classmethod
+    def _client_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty secret must not silently turn a confidential client into a public one.
+        # (Surrounding whitespace is already gone: str_strip_whitespace applies to SecretStr.)
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("PDAUTH_CLIENT_SECRET is set but empty (unset it for a public client)")
+        return value
+
+    @field_validator("session_secret")
+    @classmethod
+    def _session_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_SESSION_SECRET:
+            raise ValueError(
+                f"PDAUTH_SESSION_SECRET must be at least {_MIN_SESSION_SECRET} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _encryption_keys(cls, value: SecretStr) -> SecretStr:
+        try:
+            KeyRing.from_config(value.get_secret_value())
+        except ConfigurationError as exc:
+            # The message names PDAUTH_ENCRYPTION_KEYS and never the value.
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _split_api_keys(value):
+            return None
+        return value
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: Any) -> Any:
+        # The variable is "read write" or "read,write", not JSON (hence NoDecode above).
+        if isinstance(value, str):
+            return tuple(part for part in re.split(r"[\s,]+", value) if part)
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _check_scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("PDAUTH_SCOPES must name at least one scope")
+        for scope in value:
+            if _SCOPE_TOKEN.fullmatch(scope) is None:
+                raise ValueError(
+                    "PDAUTH_SCOPES holds a malformed scope (RFC 6749 §3.3 allows printable "
+                    "ASCII except space, quote and backslash)"
+                )
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("app_kind", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError("PDAUTH_LOG_LEVEL must be one of " + ", ".join(_LOG_LEVELS))
+        return level
+
+    @field_validator("redirect_uri")
+    @classmethod
+    def _redirect_uri(cls, value: str) -> str:
+        # Kept byte for byte: it must equal the registered URI (RFC 6749 §3.1.2, §4.1.3).
+        return _check_url(value, "redirect_uri", allow_query=True)
+
+    @field_validator(*_BASE_URL_FIELDS)
+    @classmethod
+    def _base_url(cls, value: str, info: ValidationInfo) -> str:
+        return _check_url(value, _field(info), allow_query=False).rstrip("/")
+
+    @field_validator(*_ENDPOINT_FIELDS)
+    @classmethod
+    def _endpoint_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return _check_url(value, _field(info), allow_query=False)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme.lower() not in ("redis", "rediss", "unix"):
+            raise ValueError("PDAUTH_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("http_timeout")
+    @classmethod
+    def _http_timeout(cls, value: float) -> float:
+        if not (0 < value <= _MAX_HTTP_TIMEOUT):
+            raise ValueError(
+                f"PDAUTH_HTTP_TIMEOUT must be more than 0 and at most {_MAX_HTTP_TIMEOUT:g} "
+                "seconds (PagerDuty authorization codes live 30 s)"
+            )
+        return value
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_seconds(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError("PDAUTH_LEASE_SECONDS must be a positive number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_request(self) -> Settings:
+        # A refresh lease that expires mid-request would let a second worker refresh with the
+        # same (rotating) refresh token.
+        if self.lease_seconds <= self.http_timeout:
+            raise ValueError(
+                f"PDAUTH_LEASE_SECONDS ({self.lease_seconds:g}) must be greater than "
+                f"PDAUTH_HTTP_TIMEOUT ({self.http_timeout:g})"
+            )
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+
+    def key_ring(self) -> KeyRing:
+        """The key ring parsed from PDAUTH_ENCRYPTION_KEYS (first key encrypts)."""
+        return KeyRing.from_config(self.encryption_keys.get_secret_value())
+
+    def api_key_list(self) -> tuple[SecretStr, ...]:
+        """The JSON API keys from PDAUTH_API_KEYS (comma-separated), still masked."""
+        if self.api_keys is None:
+            return ()
+        return tuple(SecretStr(key) for key in _split_api_keys(self.api_keys))
+
+    @property
+    def authorize_endpoint(self) -> str:
+        """Where the browser is sent to consent (RFC 6749 §3.1)."""
+        return self.authorize_url or self.identity_url + _AUTHORIZE_PATH
+
+    @property
+    def token_endpoint(self) -> str:
+        """Where codes and refresh tokens are exchanged (RFC 6749 §3.2)."""
+        return self.token_url or self.identity_url + _TOKEN_PATH
+
+    @property
+    def jwks_endpoint(self) -> str:
+        """The identity service's signing keys, for id_token verification."""
+        return self.jwks_url or self.identity_url + _JWKS_PATH
+
+    @property
+    def discovery_endpoint(self) -> str:
+        """The identity service's OIDC discovery document."""
+        return self.identity_url + _DISCOVERY_PATH
+
+    @property
+    def revocation_endpoint(self) -> str | None:
+        """RFC 7009 revocation endpoint; None unless configured (PagerDuty documents none)."""
+        return self.revoke_url
+
+    @property
+    def api_base_urls(self) -> dict[str, str]:
+        """REST API base URL per region, keyed ``"us"`` and ``"eu"``."""
+        return {"us": self.api_url, "eu": self.api_url_eu}
+
+    @field_serializer("database_url", "redis_url")
+    def _serialize_masked(self, value: str | None) -> str | None:
+        # Dumps are for display and diagnostics, like repr; SecretStr fields are masked too.
+        return None if value is None else _mask_credentials(value)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # SecretStr masks the secrets; these two are plain strings that may embed a password.
+        for name, value in super().__repr_args__():
+            if name in ("database_url", "redis_url") and isinstance(value, str):
+                yield name, _mask_credentials(value)
+            else:
+                yield name, value
+
+
+def _field(info: ValidationInfo) -> str:
+    return cast(str, info.field_name)
+
+
+def _split_api_keys(value: SecretStr) -> list[str]:
+    return [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(value: str, field_name: str, *, allow_query: bool) -> str:
+    """An absolute https URL (http only on loopback), with no credentials or fragment."""
+    name = _env(field_name)
+    # urlsplit silently deletes tabs and newlines; refuse them instead of guessing.
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in value):
+        raise ValueError(f"{name} must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)  # raises ValueError on a malformed IPv6 literal
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError(f"{name} has a malformed host or port") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValueError(f"{name} must be an absolute https:// URL")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ValueError(
+            f"{name} must use https (http is allowed only on a loopback host: "
+            "127.0.0.0/8, ::1 or localhost)"
+        )
+    if "@" in parts.netloc:
+        raise ValueError(f"{name} must not contain a user name or password")
+    if parts.fragment or value.endswith("#"):
+        raise ValueError(f"{name} must not contain a fragment (#…)")
+    if not allow_query and (parts.query or "?" in value):
+        raise ValueError(f"{name} must not contain a query (?…)")
+    return value
+
+
+def _mask_credentials(url: str) -> str:
+    match = _URL_CREDENTIALS.match(url)
+    if match is None or ":" not in match["userinfo"]:
+        return url
+    user = match["userinfo"].split(":", 1)[0]
+    return f"{match['scheme']}{user}:***@{url[match.end() :]}"
+
+
+def _values_from(settings_cls: type[Settings], env: Mapping[str, str]) -> dict[str, Any]:
+    """Pick the PDAUTH_ variables for our fields; exact upper-case names win over other cases."""
+    by_name: dict[str, str] = {}
+    for key, value in env.items():
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and (upper not in by_name or key == upper):
+            by_name[upper] = value
+    return {
+        field: by_name[_env(field)] for field in settings_cls.model_fields if _env(field) in by_name
+    }
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    """One line per problem, by variable name; pydantic's input values are never included."""
+    problems: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        loc = error["loc"]
+        field = str(loc[0]) if loc else None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "missing" and field is not None:
+            problem = f"{_env(field)} is required"
+        elif error["type"] == "extra_forbidden" and field is not None:
+            problem = f"{field!r} is not a pdauth setting"
+        elif message.startswith(ENV_PREFIX) or field is None:
+            problem = message
+        else:
+            problem = f"{_env(field)} is invalid: {message}"
+        problems.append(problem)
+    return problems
