@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subcommands register themselves here as the layers they call are built."""
+    from pdauth.emulator.cli import add_emulator_command
+
+    add_emulator_command(sub)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

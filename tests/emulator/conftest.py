@@ -1,0 +1,168 @@
+"""Fixtures for the emulator's own tests: a fresh emulator per test, reached in-process.
+
+``emulator_state`` runs on a frozen :class:`EmulatorClock` (moved only by ``advance``), so
+expiry tests never sleep. ``flow`` drives the OAuth dance against the app through the control
+API the way a browser would through the consent page.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+
+from pdauth.emulator.app import build_state, create_app
+from pdauth.emulator.config import EmulatorConfig
+from pdauth.emulator.state import EmulatorClock, EmulatorState, KeyRing
+
+START = 1_800_000_000.0
+DEMO_ID = "pdauth-demo"
+DEMO_SECRET = "pdauth-demo-secret"
+DEMO_REDIRECT = "http://127.0.0.1:8000/callback"
+US_ADMIN = "admin@acme.example"
+EU_ADMIN = "admin@eurocorp.example"
+ACCEPT = "application/vnd.pagerduty+json;version=2"
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A fresh (verifier, S256 challenge), computed independently of any pdauth code."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig()
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> rsa.RSAPrivateKey:
+    """One RSA key for the session: generating 2048-bit keys dominates per-test setup."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def emulator_state(
+    emulator_config: EmulatorConfig, signing_key: rsa.RSAPrivateKey
+) -> EmulatorState:
+    return build_state(
+        emulator_config, clock=EmulatorClock(start=START), keys=KeyRing(key=signing_key)
+    )
+
+
+@pytest.fixture
+def emulator_app(emulator_state: EmulatorState) -> Starlette:
+    return create_app(state=emulator_state)
+
+
+@pytest.fixture
+async def emulator_client(emulator_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=emulator_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
+        yield client
+
+
+@dataclass
+class Flow:
+    """The OAuth dance for one app against the in-process emulator."""
+
+    client: httpx.AsyncClient
+    state: EmulatorState
+    client_id: str = DEMO_ID
+    client_secret: str | None = DEMO_SECRET
+    redirect_uri: str = DEMO_REDIRECT
+
+    # Helpers and constants reached through the fixture (tests do not import conftest).
+    pkce = staticmethod(pkce_pair)
+    query = staticmethod(query_of)
+    start = START
+    us_admin = US_ADMIN
+    eu_admin = EU_ADMIN
+    accept = ACCEPT
+
+    def for_app(self, client_id: str, client_secret: str | None, redirect_uri: str) -> Flow:
+        """The same helpers for another registered app."""
+        return Flow(self.client, self.state, client_id, client_secret, redirect_uri)
+
+    async def authorize(self, **params: Any) -> httpx.Response:
+        """POST /_emulator/authorize with the app's defaults, overridable (None drops one)."""
+        body: dict[str, Any] = {
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "response_type": "code",
+            "scope": "read write",
+            "user": US_ADMIN,
+            "decision": "approve",
+        }
+        body.update(params)
+        return await self.client.post(
+            "/_emulator/authorize", json={k: v for k, v in body.items() if v is not None}
+        )
+
+    async def code(self, challenge: str | None = None, **params: Any) -> str:
+        if challenge is not None:
+            params.update(code_challenge=challenge, code_challenge_method="S256")
+        response = await self.authorize(**params)
+        assert response.status_code == 200, response.text
+        query = query_of(response.json()["redirect"])
+        assert "code" in query, query
+        return query["code"]
+
+    def form(self, **fields: str | None) -> dict[str, str]:
+        base: dict[str, str | None] = {"client_id": self.client_id}
+        if self.client_secret is not None:
+            base["client_secret"] = self.client_secret
+        base.update(fields)
+        return {k: v for k, v in base.items() if v is not None}
+
+    async def token(self, **fields: str | None) -> httpx.Response:
+        return await self.client.post("/oauth/token", data=self.form(**fields))
+
+    async def exchange(
+        self, code: str, verifier: str | None = None, **fields: str | None
+    ) -> httpx.Response:
+        form: dict[str, str | None] = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.redirect_uri,
+            "code_verifier": verifier,
+        }
+        form.update(fields)
+        return await self.token(**form)
+
+    async def refresh(self, refresh_token: str, **fields: str | None) -> httpx.Response:
+        return await self.token(grant_type="refresh_token", refresh_token=refresh_token, **fields)
+
+    async def tokens(self, **params: Any) -> dict[str, Any]:
+        """Authorize (with PKCE) and exchange; the token response body."""
+        verifier, challenge = pkce_pair()
+        code = await self.code(challenge, **params)
+        response = await self.exchange(code, verifier)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def me(self, access_token: str, prefix: str = "") -> httpx.Response:
+        return await self.client.get(
+            f"{prefix}/users/me",
+            headers={"Authorization": f"Bearer {access_token}", "Accept": ACCEPT},
+        )
+
+
+@pytest.fixture
+def flow(emulator_client: httpx.AsyncClient, emulator_state: EmulatorState) -> Flow:
+    return Flow(client=emulator_client, state=emulator_state)
