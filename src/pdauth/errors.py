@@ -29,6 +29,7 @@ or key: they name what went wrong and, where it helps, which variable or scope t
     │   └── LeaseUnavailableError       another worker holds the refresh lease for too long
     ├── TransportError                  could not talk to PagerDuty (connect error, timeout)
     │   └── DeadlineExceededError       the call's deadline passed (including rate-limit waits)
+    ├── RequestRefusedError             pdauth refused to send a call (URL outside the API base)
     └── PagerDutyAPIError               PagerDuty answered a REST call with an error status
         ├── AuthenticationError         401: token rejected
         ├── ScopeError                  403: token lacks scopes (``required_scopes`` when known)
@@ -64,6 +65,7 @@ __all__ = [
     "PaginationLimitError",
     "PdauthError",
     "RateLimitedError",
+    "RequestRefusedError",
     "ScopeError",
     "StoreError",
     "TokenResponseError",
@@ -190,6 +192,11 @@ class TransportError(PdauthError):
 
 class DeadlineExceededError(TransportError):
     """The call's deadline passed, including any rate-limit or retry waits."""
+
+
+class RequestRefusedError(PdauthError, ValueError):
+    """pdauth refused to send a call: a URL outside the API base URL (the credential would
+    travel elsewhere), a malformed path, or a header the client owns."""
 
 
 class PagerDutyAPIError(PdauthError):

@@ -1,0 +1,575 @@
+"""``PagerDutyClient``: PagerDuty's REST API v2 over httpx, polite and hard to misuse.
+
+The only module of pdauth's client that imports httpx (held, never subclassed). One call is:
+take a per-credential concurrency slot, wait for the pacer (:mod:`pdauth.client.pacing`), send
+with ``Authorization`` from the :class:`~pdauth.client.credentials.TokenSource` and
+``Accept: application/vnd.pagerduty+json;version=2``, report the ``ratelimit-*`` headers back to
+the pacer, then decide (:mod:`pdauth.client.retry`): return the JSON, retry, refresh once after
+a 401, or raise a typed error from :mod:`pdauth.errors`. Every call has a deadline covering all
+its waits. Redirects are never followed and the credential is never sent outside the base URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from ipaddress import ip_address
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+from pdauth.client.credentials import ApiKeyToken, StaticToken, TokenSource
+from pdauth.client.pacer import DEFAULT_PACER, Pacer, SleepFn, concurrency_limiter
+from pdauth.client.pacing import parse_ratelimit_headers
+from pdauth.client.pagination import (
+    entity_key,
+    first_offset_page,
+    next_offset_page,
+    unwrap_page,
+    uses_cursor,
+)
+from pdauth.client.retry import FailureKind, RetryPolicy, parse_retry_after, should_retry
+from pdauth.clock import Clock, SystemClock
+from pdauth.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DeadlineExceededError,
+    PagerDutyAPIError,
+    RateLimitedError,
+    RequestRefusedError,
+    ScopeError,
+    TransportError,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "PagerDutyClient"]
+
+DEFAULT_BASE_URL = "https://api.pagerduty.com"
+ACCEPT = "application/vnd.pagerduty+json;version=2"
+DEFAULT_MAX_CONCURRENCY = 8
+
+_log = logging.getLogger("pdauth.client")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+Params = Mapping[str, Any]
+
+
+def _user_agent() -> str:
+    try:
+        return f"pdauth/{version('pdauth')}"
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "pdauth"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _normalise_base(base_url: str) -> httpx.URL:
+    """https only (http on a loopback host), no credentials, query or fragment."""
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in base_url):
+        raise ConfigurationError("the API base URL must not contain spaces or control characters")
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ConfigurationError("the API base URL has a malformed host or port") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigurationError("the API base URL must be an absolute https:// URL")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigurationError(
+            "the API base URL must use https (http only on a loopback host: 127.0.0.0/8, ::1, "
+            "localhost)"
+        )
+    if "@" in parts.netloc or parts.query or parts.fragment or "?" in base_url:
+        raise ConfigurationError(
+            "the API base URL must not contain credentials, a query or a fragment"
+        )
+    return httpx.URL(base_url.rstrip("/"))
+
+
+def _path_of(url: httpx.URL) -> str:
+    return url.path.rstrip("/")
+
+
+class PagerDutyClient:
+    """An async PagerDuty REST client for one credential.
+
+    Build it with a :class:`TokenSource` (``Connector.client(connection_id)`` does), or with
+    :meth:`from_token` for a static OAuth token or API key. Use it as an async context manager
+    or call :meth:`aclose`. ``timeout`` bounds one attempt, ``deadline`` a whole call including
+    rate-limit waits and retries (both overridable per call). ``retries`` is the number of
+    extra attempts after 5xx answers and transport failures (or a full :class:`RetryPolicy`).
+    Pacing state is shared per credential through ``pacer`` (the process-wide
+    :data:`~pdauth.client.pacer.DEFAULT_PACER` unless given).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenSource,
+        *,
+        from_email: str | None = None,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+        deadline: float = 60.0,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        pacer: Pacer | None = None,
+        clock: Clock | None = None,
+        retries: int | RetryPolicy = 3,
+        sleep: SleepFn | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if http is not None and transport is not None:
+            raise ValueError("give either an httpx.AsyncClient or a transport, not both")
+        if not (timeout > 0 and deadline > 0):
+            raise ValueError("timeout and deadline must be positive")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if from_email is not None and (
+            "@" not in from_email or not from_email.isprintable() or len(from_email) > 320
+        ):
+            raise ValueError("from_email must be the email address of a PagerDuty user")
+        self._base = _normalise_base(base_url)
+        self._tokens = tokens
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=False
+        )
+        self._timeout = timeout
+        self._deadline = deadline
+        self._max_concurrency = max_concurrency
+        self._pacer: Pacer = pacer or DEFAULT_PACER
+        self._clock: Clock = clock or SystemClock()
+        self._policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
+        self._sleep: SleepFn = sleep or anyio.sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._headers = {"Accept": ACCEPT, "User-Agent": _user_agent()}
+        if from_email is not None:
+            self._headers["From"] = from_email
+
+    @classmethod
+    def from_token(
+        cls,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        kind: Literal["bearer", "api_key"] = "bearer",
+        **kw: Any,
+    ) -> Self:
+        """A client for a static OAuth access token (``kind="bearer"``) or a REST API key."""
+        if kind == "bearer":
+            source: TokenSource = StaticToken(token)
+        elif kind == "api_key":
+            source = ApiKeyToken(token)
+        else:
+            raise ValueError("kind must be 'bearer' or 'api_key'")
+        return cls(base_url, source, **kw)
+
+    @property
+    def base_url(self) -> str:
+        return str(self._base)
+
+    def __repr__(self) -> str:
+        return f"PagerDutyClient(base_url={str(self._base)!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the httpx client if this client created it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    # -- the verbs -------------------------------------------------------------------------
+
+    async def get(self, path: str, *, params: Params | None = None, **kw: Any) -> Any:
+        """GET ``path`` and return the parsed JSON."""
+        return await self.request("GET", path, params=params, **kw)
+
+    async def post(self, path: str, *, json: Any = None, **kw: Any) -> Any:
+        """POST a JSON body. Not retried after it may have reached PagerDuty unless
+        ``idempotent=True``."""
+        return await self.request("POST", path, json=json, **kw)
+
+    async def put(self, path: str, *, json: Any = None, **kw: Any) -> Any:
+        """PUT a JSON body and return the parsed JSON."""
+        return await self.request("PUT", path, json=json, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Any:
+        """DELETE ``path``; returns the parsed JSON, or None for an empty answer."""
+        return await self.request("DELETE", path, **kw)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - one attempt's network timeout (httpx)
+    ) -> Any:
+        """Send one call (with its waits and retries) and return the parsed JSON body.
+
+        ``idempotent`` overrides the method's default for retries after the request may have
+        been sent; ``deadline`` and ``timeout`` override the client's for this call.
+        """
+        method = method.upper()
+        url = self._url(path)
+        where = _path_of(url)
+        extra = self._check_headers(headers)
+        budget = self._deadline if deadline is None else deadline
+        attempt_timeout = self._timeout if timeout is None else timeout
+        if not (budget > 0 and attempt_timeout > 0):
+            raise ValueError("deadline and timeout must be positive")
+        deadline_at = self._clock.monotonic() + budget
+        key = self._tokens.pacing_key
+        auth = await self._tokens.authorization()
+        refreshed = False
+        failures = 0
+        throttled = 0
+        while True:
+            left = deadline_at - self._clock.monotonic()
+            if left <= 0:
+                raise DeadlineExceededError(f"{method} {where}: the call's deadline passed")
+            outcome = await self._attempt(
+                key, method, url, params, json, extra, auth, min(attempt_timeout, left), left
+            )
+            if isinstance(outcome, _Failure):
+                if failures < self._policy.retries and should_retry(
+                    method, outcome.kind, idempotent
+                ):
+                    await self._back_off(failures, deadline_at, outcome.error, method, where)
+                    failures += 1
+                    continue
+                raise outcome.error
+            response = outcome
+            status = response.status_code
+            if 200 <= status < 300:
+                return self._parse_success(response, method, where)
+            error = self._api_error(response, method, where)
+            if status == 401 and not refreshed:
+                refreshed = True
+                try:
+                    auth = await self._tokens.refresh(auth)
+                except AuthenticationError:
+                    raise error from None
+                _log.info("%s %s: 401, retrying once with a refreshed token", method, where)
+                continue
+            if status == 429:
+                delay = self._policy.throttle_delay(
+                    parse_ratelimit_headers(response.headers),
+                    parse_retry_after(response.headers.get("retry-after"), self._clock.now()),
+                    throttled,
+                    self._rng.random(),
+                )
+                throttled += 1
+                if self._clock.monotonic() + delay >= deadline_at:
+                    raise RateLimitedError(
+                        429,
+                        error.message,
+                        error.code,
+                        error.errors,
+                        method,
+                        where,
+                        retry_after=delay,
+                    )
+                _log.info("%s %s: 429, waiting %.2fs", method, where, delay)
+                await self._pacer.block(key, delay)
+                continue
+            if (
+                status >= 500
+                and failures < self._policy.retries
+                and should_retry(method, "server_error", idempotent)
+            ):
+                await self._back_off(failures, deadline_at, error, method, where)
+                failures += 1
+                continue
+            raise error
+
+    async def _attempt(
+        self,
+        key: str,
+        method: str,
+        url: httpx.URL,
+        params: Params | None,
+        json: Any,
+        headers: dict[str, str],
+        auth: str,
+        attempt_timeout: float,
+        max_wait: float,
+    ) -> httpx.Response | _Failure:
+        """One paced send: a concurrency slot, a pacer ticket, the request, the feedback."""
+        async with concurrency_limiter(key, self._max_concurrency):
+            ticket = await self._pacer.acquire(key, max_wait=max_wait)
+            request = self._http.build_request(
+                method,
+                url,
+                params=params,
+                json=json,
+                headers={**self._headers, **headers, "Authorization": auth},
+                timeout=attempt_timeout,
+            )
+            try:
+                # httpx times each network phase separately, and an in-process transport not at
+                # all: this bounds the whole attempt, whatever the transport.
+                with anyio.fail_after(attempt_timeout):
+                    response = await self._http.send(request, follow_redirects=False)
+            except (httpx.TransportError, TimeoutError) as exc:
+                await self._pacer.abandon(key, ticket)
+                return self._transport_failure(
+                    exc, method, _path_of(url), attempt_timeout, max_wait
+                )
+            except BaseException:
+                await self._pacer.abandon(key, ticket)
+                raise
+            await self._pacer.complete(
+                key,
+                ticket,
+                status=response.status_code,
+                headers=parse_ratelimit_headers(response.headers),
+            )
+            return response
+
+    def _transport_failure(
+        self,
+        exc: httpx.TransportError | TimeoutError,
+        method: str,
+        where: str,
+        attempt_timeout: float,
+        left: float,
+    ) -> _Failure:
+        # Nothing was sent if the connection never came up (or no pooled one was free).
+        kind: FailureKind = (
+            "not_sent"
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+            else "unknown"
+        )
+        timed_out = isinstance(exc, httpx.TimeoutException | TimeoutError)
+        what = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        error: TransportError
+        if timed_out and attempt_timeout >= left:
+            error = DeadlineExceededError(f"{method} {where}: the call's deadline passed ({what})")
+        else:
+            error = TransportError(f"{method} {where}: could not reach PagerDuty ({what})")
+        error.__cause__ = exc
+        return _Failure(kind, error)
+
+    async def _back_off(
+        self, failures: int, deadline_at: float, error: Exception, method: str, where: str
+    ) -> None:
+        delay = self._policy.backoff(failures, self._rng.random())
+        if self._clock.monotonic() + delay >= deadline_at:
+            raise error
+        _log.info("%s %s: %s; retry in %.2fs", method, where, type(error).__name__, delay)
+        await self._sleep(delay)
+
+    # -- pagination ------------------------------------------------------------------------
+
+    async def iter_all(
+        self, path: str, params: Params | None = None, *, page_size: int = 100, **kw: Any
+    ) -> AsyncIterator[Any]:
+        """Every entity of a list endpoint, page after page (``/users`` yields users).
+
+        Chooses cursor pagination for the endpoints that use it (as PagerDuty's client does),
+        classic offset pagination otherwise. Classic pagination cannot pass PagerDuty's
+        ``offset + limit <= 10000``: rather than stop with a partial list, it raises
+        :class:`~pdauth.errors.PaginationLimitError`; narrow the query (``since``/``until``
+        windows for ``/incidents``). ``kw`` (deadline, timeout) applies to each page.
+        """
+        if uses_cursor(self._relative(path)):
+            async for item in self.iter_cursor(path, params, page_size=page_size, **kw):
+                yield item
+            return
+        key = entity_key(self._relative(path))
+        query = dict(params or {})
+        page = first_offset_page(int(query.pop("offset", 0)), int(query.pop("limit", page_size)))
+        while True:
+            body = await self.get(
+                path, params={**query, "offset": page.offset, "limit": page.limit}, **kw
+            )
+            items = self._unwrap(body, key, path)
+            for item in items:
+                yield item
+            if not (isinstance(body, Mapping) and body.get("more") is True):
+                return
+            if not items:
+                raise PagerDutyAPIError(
+                    200, "PagerDuty said more: true on an empty page", method="GET", path=path
+                )
+            page = next_offset_page(page, len(items), path=self._relative(path))
+
+    async def iter_cursor(
+        self, path: str, params: Params | None = None, *, page_size: int = 100, **kw: Any
+    ) -> AsyncIterator[Any]:
+        """Every entity of a cursor-paginated endpoint, following ``next_cursor``."""
+        key = entity_key(self._relative(path))
+        query = dict(params or {})
+        cursor = query.pop("cursor", None)
+        limit = max(1, min(int(query.pop("limit", page_size)), 100))
+        seen: set[str] = set()
+        while True:
+            page_query = {**query, "limit": limit}
+            if cursor:
+                page_query["cursor"] = cursor
+            body = await self.get(path, params=page_query, **kw)
+            for item in self._unwrap(body, key, path):
+                yield item
+            cursor = body.get("next_cursor") if isinstance(body, Mapping) else None
+            if not cursor:
+                return
+            if not isinstance(cursor, str) or cursor in seen:
+                raise PagerDutyAPIError(
+                    200,
+                    "PagerDuty returned a repeated or invalid next_cursor",
+                    method="GET",
+                    path=path,
+                )
+            seen.add(cursor)
+
+    @staticmethod
+    def _unwrap(body: Any, key: str, path: str) -> list[Any]:
+        try:
+            return unwrap_page(body, key)
+        except ValueError as exc:
+            raise PagerDutyAPIError(200, str(exc), method="GET", path=path) from None
+
+    # -- URLs, headers, bodies -------------------------------------------------------------
+
+    def _url(self, path: str) -> httpx.URL:
+        """The absolute URL for ``path``; refuses anything outside the base URL, so the
+        credential never travels elsewhere."""
+        if not isinstance(path, str) or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in path):
+            raise RequestRefusedError("the path must be a string without spaces or controls")
+        if "\\" in path or path.startswith("//"):
+            raise RequestRefusedError("the path must be relative to the API base URL")
+        raw = path.split("?", 1)[0].split("#", 1)[0]
+        if any(seg.lower().replace("%2e", ".") in (".", "..") for seg in raw.split("/")):
+            raise RequestRefusedError("the path must not contain '.' or '..' segments")
+        base_path = _path_of(self._base)
+        if _SCHEME.match(path):
+            try:
+                url = httpx.URL(path)
+            except httpx.InvalidURL:
+                raise RequestRefusedError("the URL is malformed") from None
+            if (
+                url.scheme != self._base.scheme
+                or url.host != self._base.host
+                or url.port != self._base.port
+                or url.userinfo
+                or not (url.path == base_path or url.path.startswith(base_path + "/"))
+            ):
+                raise RequestRefusedError(
+                    "refusing to send the PagerDuty credential to a URL outside the API base URL"
+                )
+        else:
+            url = httpx.URL(str(self._base) + "/" + path.lstrip("/"))
+        if not (url.path == base_path or url.path.startswith(base_path + "/")):
+            raise RequestRefusedError("the path must stay under the API base URL")
+        return url
+
+    def _relative(self, path: str) -> str:
+        """``path`` relative to the base URL (for pagination-style lookup)."""
+        full = _path_of(self._url(path))
+        return full[len(_path_of(self._base)) :] or "/"
+
+    @staticmethod
+    def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+        if not headers:
+            return {}
+        extra = dict(headers)
+        if any(name.lower() in ("authorization", "host") for name in extra):
+            raise RequestRefusedError("Authorization and Host are set by the client")
+        return extra
+
+    @staticmethod
+    def _parse_success(response: httpx.Response, method: str, where: str) -> Any:
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise PagerDutyAPIError(
+                response.status_code,
+                "PagerDuty answered with a body that is not JSON",
+                method=method,
+                path=where,
+            ) from None
+
+    @staticmethod
+    def _api_error(response: httpx.Response, method: str, where: str) -> PagerDutyAPIError:
+        """The typed error for a non-2xx answer, from PagerDuty's error envelope if any."""
+        status = response.status_code
+        message = response.reason_phrase or f"HTTP {status}"
+        code: int | None = None
+        errors: list[str] = []
+        scopes: list[str] = []
+        try:
+            body = response.json() if response.content.strip() else None
+        except ValueError:
+            body = None
+        if isinstance(body, Mapping):
+            envelope = body.get("error")
+            if isinstance(envelope, Mapping):
+                if isinstance(envelope.get("message"), str):
+                    message = envelope["message"][:500]
+                if isinstance(envelope.get("code"), int) and not isinstance(
+                    envelope.get("code"), bool
+                ):
+                    code = envelope["code"]
+                raw_errors = envelope.get("errors")
+                if isinstance(raw_errors, list):
+                    errors = [str(e)[:500] for e in raw_errors[:20]]
+                scopes = _scopes(envelope.get("required_scopes"))
+            elif isinstance(envelope, str):
+                message = envelope[:500]
+            scopes = scopes or _scopes(body.get("required_scopes"))
+        if 300 <= status < 400:
+            message = "PagerDuty answered with a redirect, which pdauth never follows"
+        if status == 401:
+            return AuthenticationError(status, message, code, errors, method, where)
+        if status == 403:
+            return ScopeError(status, message, code, errors, method, where, required_scopes=scopes)
+        return PagerDutyAPIError(status, message, code, errors, method, where)
+
+
+def _scopes(value: Any) -> list[str]:
+    """``required_scopes`` as PagerDuty sends it: a space- or comma-separated string, or a list."""
+    if isinstance(value, str):
+        return [s for s in value.replace(",", " ").split() if s][:50]
+    if isinstance(value, list):
+        return [s for s in value if isinstance(s, str)][:50]
+    return []
+
+
+class _Failure:
+    """An attempt that got no HTTP answer."""
+
+    __slots__ = ("error", "kind")
+
+    def __init__(self, kind: FailureKind, error: TransportError) -> None:
+        self.kind = kind
+        self.error = error

@@ -1,0 +1,142 @@
+"""``SyncPagerDutyClient``: the async client for scripts, Flask and Django, without a second
+copy of its logic.
+
+It runs one :class:`~pdauth.client.rest.PagerDutyClient` on an event loop in a background
+thread (an anyio blocking portal) and forwards each call there, so pacing, retries, the
+401 refresh and pagination are exactly the async client's. Pacing state is shared with every
+other client of the process through the same pacer. Safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from pdauth.client.credentials import ApiKeyToken, StaticToken, TokenSource
+from pdauth.client.rest import DEFAULT_BASE_URL, PagerDutyClient
+
+__all__ = ["SyncPagerDutyClient"]
+
+_END = object()
+
+
+class SyncPagerDutyClient:
+    """Blocking twin of :class:`PagerDutyClient`: same constructor arguments, same methods.
+
+    Use it as a context manager or call :meth:`close` (it owns a thread).
+    """
+
+    def __init__(self, base_url: str, tokens: TokenSource, **kw: Any) -> None:
+        self._stack = ExitStack()
+        self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
+        try:
+            self._client: PagerDutyClient = self._portal.call(_build, base_url, tokens, kw)
+        except BaseException:
+            self._stack.close()
+            raise
+        self._closed = False
+
+    @classmethod
+    def from_token(
+        cls,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        kind: Literal["bearer", "api_key"] = "bearer",
+        **kw: Any,
+    ) -> Self:
+        """A client for a static OAuth access token or a REST API key (``kind="api_key"``)."""
+        if kind == "bearer":
+            source: TokenSource = StaticToken(token)
+        elif kind == "api_key":
+            source = ApiKeyToken(token)
+        else:
+            raise ValueError("kind must be 'bearer' or 'api_key'")
+        return cls(base_url, source, **kw)
+
+    @property
+    def base_url(self) -> str:
+        return self._client.base_url
+
+    def __repr__(self) -> str:
+        return f"SyncPagerDutyClient(base_url={self.base_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the async client and stop the background event loop."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._portal.call(self._client.aclose)
+        finally:
+            self._stack.close()
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        """See :meth:`PagerDutyClient.request`."""
+        return self._call(self._client.request, method, path, kw)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self._call(self._client.request, "GET", path, kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self._call(self._client.request, "POST", path, kw)
+
+    def put(self, path: str, **kw: Any) -> Any:
+        return self._call(self._client.request, "PUT", path, kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self._call(self._client.request, "DELETE", path, kw)
+
+    def iter_all(self, path: str, params: Any = None, **kw: Any) -> Iterator[Any]:
+        """See :meth:`PagerDutyClient.iter_all`."""
+        return self._iterate(lambda: self._client.iter_all(path, params, **kw))
+
+    def iter_cursor(self, path: str, params: Any = None, **kw: Any) -> Iterator[Any]:
+        """See :meth:`PagerDutyClient.iter_cursor`."""
+        return self._iterate(lambda: self._client.iter_cursor(path, params, **kw))
+
+    def _call(self, func: Callable[..., Any], method: str, path: str, kw: dict[str, Any]) -> Any:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        return self._portal.call(lambda: func(method, path, **kw))
+
+    def _iterate(self, make: Callable[[], Any]) -> Iterator[Any]:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        iterator = make()
+        try:
+            while True:
+                item = self._portal.call(_next, iterator)
+                if item is _END:
+                    return
+                yield item
+        finally:
+            if not self._closed:
+                self._portal.call(iterator.aclose)
+
+
+async def _build(base_url: str, tokens: TokenSource, kw: dict[str, Any]) -> PagerDutyClient:
+    # Built inside the portal's loop, so every anyio primitive it creates belongs there.
+    return PagerDutyClient(base_url, tokens, **kw)
+
+
+async def _next(iterator: Any) -> Any:
+    try:
+        return await iterator.__anext__()
+    except StopAsyncIteration:
+        return _END
