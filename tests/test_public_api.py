@@ -6,7 +6,12 @@ import pdauth
 from pdauth import errors
 
 INTENDED = {
+    "Connection",
+    "Connector",
+    "PagerDutyClient",
     "PdauthError",
+    "Settings",
+    "SyncPagerDutyClient",
     "__version__",
 }
 
@@ -31,3 +36,35 @@ def test_every_error_is_drawn_in_the_module_docstring() -> None:
     doc = errors.__doc__ or ""
     for name in errors.__all__:
         assert name in doc, name
+
+
+def test_public_names_resolve_to_their_home_modules() -> None:
+    from pdauth.client import PagerDutyClient, SyncPagerDutyClient
+    from pdauth.config import Settings
+    from pdauth.connections import Connection, Connector
+
+    assert pdauth.Connector is Connector
+    assert pdauth.Connection is Connection
+    assert pdauth.Settings is Settings
+    assert pdauth.PagerDutyClient is PagerDutyClient
+    assert pdauth.SyncPagerDutyClient is SyncPagerDutyClient
+
+
+def test_importing_the_pure_core_does_not_load_io_layers() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pdauth.oauth, pdauth.crypto; "
+        "bad = [m for m in ('httpx', 'sqlalchemy', 'starlette', 'pdauth.connections') "
+        "if m in sys.modules]; print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    import pytest
+
+    with pytest.raises(AttributeError):
+        _ = pdauth.NoSuchThing

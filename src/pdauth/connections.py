@@ -1,0 +1,753 @@
+"""Connector: the facade a host application uses to connect PagerDuty accounts.
+
+``begin`` starts an authorization-code + PKCE flow (RFC 6749 §4.1, RFC 7636): a 256-bit state,
+an S256 challenge, and a *binding* — 32 random bytes the web layer puts in a browser cookie —
+stored as a pending authorization (state hash, binding hash, the PKCE verifier encrypted, the
+sanitised ``return_to``, a 10-minute expiry). ``complete`` takes the redirect back: it parses the
+callback first (anything malformed is a :class:`~pdauth.errors.CallbackError` with nothing
+consumed and no outbound call), consumes the pending authorization atomically, checks expiry
+and binding (constant time), and only then exchanges the code — at once, since PagerDuty codes
+live 30 s — validates the token response (bearer, required scopes: PagerDuty silently grants
+only ``openid`` for scopes it does not know), verifies the id_token against the JWKS (joserfc),
+learns account, region and user (id_token; ``GET /users/me`` for name and email), and upserts
+the connection with encrypted tokens plus a ``connection.created``/``.reconnected`` event in one
+transaction. Any failure after the exchange stores nothing and, when a revocation endpoint is
+configured, revokes the tokens just issued (best effort; SECURITY-CHECKLIST item 29).
+
+``disconnect`` makes the tokens unusable at once (status ``revoked``, ciphertexts wiped). PagerDuty
+documents no revocation endpoint; when ``settings.revocation_endpoint`` is set, the refresh token
+is revoked synchronously first (RFC 7009) and, if that fails, a ``revocation.pending`` outbox event
+is written *in the same transaction as the wipe*, holding the refresh token re-encrypted under
+the key ring with associated data ``bind("pdauth.revocation.v1", connection_id,
+token_type_hint)`` (see :func:`revocation_binding`), for the keeper to retry later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from pdauth.client import PagerDutyClient
+from pdauth.clock import Clock, SystemClock
+from pdauth.config import Settings
+from pdauth.crypto import KeyRing, bind
+from pdauth.errors import (
+    BindingMismatchError,
+    CallbackError,
+    ConnectionNotFoundError,
+    FlowExpiredError,
+    IdTokenError,
+    InsufficientScopeError,
+    OAuthError,
+    PdauthError,
+    StoreError,
+    TransportError,
+    UnknownStateError,
+)
+from pdauth.identity import IdentityClient, PagerDutyUser
+from pdauth.metrics import observe_callback_outcome, refreshing_because
+from pdauth.oauth import (
+    AuthorizationDenied,
+    CallbackQuery,
+    TokenSet,
+    app_token_scope,
+    build_authorization_url,
+    constant_time_equals,
+    format_scopes,
+    generate_code_verifier,
+    generate_state,
+    identity_from_app_scope,
+    missing_scopes,
+    parse_callback,
+    parse_scopes,
+    s256_challenge,
+    state_digest,
+)
+from pdauth.store import AsyncStore, ConnectionRow, NewConnection, NewEvent, NewPending, Store
+from pdauth.tokens import (
+    REFRESH_LIFETIME,
+    RefreshDueReport,
+    TokenManager,
+    connection_binding,
+    token_binding,
+)
+
+__all__ = [
+    "AuthorizationStart",
+    "Connection",
+    "Connector",
+    "LastError",
+    "revocation_binding",
+    "safe_return_to",
+]
+
+PENDING_TTL = 600.0  # a pending authorization lives 10 minutes (RFC 9700 §2.1)
+MAX_OWNER_LENGTH = 255
+MAX_RETURN_TO_LENGTH = 512
+_LIST_PAGE = 1000
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:/%?]+")
+_PD_WEB_HOST = re.compile(r"([a-z0-9-]{1,63})\.(?:(eu)\.)?pagerduty\.com")
+
+
+@dataclass(frozen=True)
+class AuthorizationStart:
+    """What ``begin`` returns: send the browser to ``url``; put ``binding`` in a cookie.
+
+    Nothing of it is in the repr: the URL carries the state.
+    """
+
+    url: str = field(repr=False)
+    state: str = field(repr=False)
+    binding: str = field(repr=False)
+    expires_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LastError:
+    """The last failure recorded on a connection (no secrets)."""
+
+    code: str
+    message: str | None
+    at: float | None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A connected PagerDuty account (user or app), as a host application sees it. No secrets."""
+
+    id: str
+    owner: str
+    kind: str
+    region: str
+    account_id: str
+    subdomain: str | None
+    user_id: str | None
+    user_name: str | None
+    user_email: str | None
+    scopes: frozenset[str]
+    status: str
+    api_base_url: str
+    created_at: float
+    updated_at: float
+    last_refreshed_at: float | None
+    access_expires_at: float | None
+    last_error: LastError | None
+
+    @classmethod
+    def from_row(cls, row: ConnectionRow, api_base_urls: Mapping[str, str]) -> Connection:
+        error = (
+            LastError(row.last_error_code, row.last_error_message, row.last_error_at)
+            if row.last_error_code is not None
+            else None
+        )
+        return cls(
+            id=row.id,
+            owner=row.owner,
+            kind=row.kind,
+            region=row.region,
+            account_id=row.account_id,
+            subdomain=row.subdomain,
+            user_id=row.pd_user_id,
+            user_name=row.pd_user_name,
+            user_email=row.pd_user_email,
+            scopes=frozenset(s for s in row.scopes.split(" ") if s),
+            status=row.status,
+            # From the validated region only, never from request input (checklist item 21).
+            api_base_url=api_base_urls[row.region],
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_refreshed_at=row.last_refreshed_at,
+            access_expires_at=row.access_expires_at,
+            last_error=error,
+        )
+
+
+@dataclass(frozen=True)
+class _Account:
+    account_id: str
+    subdomain: str | None
+    user_id: str | None
+    region: Literal["us", "eu"]
+    api_base_url: str
+    delegation_id: str | None
+
+
+def revocation_binding(connection_id: str, token_type_hint: str) -> bytes:
+    """Associated data of the token ciphertext in a ``revocation.pending`` event."""
+    return bind("pdauth.revocation.v1", connection_id, token_type_hint)
+
+
+def pending_binding(state_hash: str) -> bytes:
+    """Associated data of a pending authorization's encrypted PKCE verifier."""
+    return bind("pdauth.pending.v1", state_hash, "code_verifier")
+
+
+def binding_digest(binding: str) -> str:
+    """What the store keeps of a browser binding: hex SHA-256 (the binding has 256 bits)."""
+    return hashlib.sha256(binding.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def safe_return_to(value: object) -> str | None:
+    """``value`` if it is a same-origin relative path, else None (use the default page).
+
+    Allowlist, not blocklist (RFC 9700 §4.11.1, SECURITY-CHECKLIST item 18): URL characters
+    only, exactly one leading ``/``, no backslash, no ``@``, no ``//``, no scheme, host or
+    fragment — checked again after each round of percent-decoding, so ``/%2F%2Fevil.com``,
+    ``/%5Cevil.com``, encoded CR/LF and full-width solidi all fall back to the default.
+    """
+    if not isinstance(value, str) or not value or len(value) > MAX_RETURN_TO_LENGTH:
+        return None
+    if not _URL_CHARS.fullmatch(value):
+        return None
+    candidate = value
+    for _ in range(3):
+        if not _is_plain_path(candidate):
+            return None
+        decoded = unquote(candidate)
+        if decoded == candidate:
+            return value
+        candidate = decoded
+    return None  # still encoded after three rounds: nothing legitimate needs that
+
+
+def _is_plain_path(candidate: str) -> bool:
+    # A decoded space is harmless (the raw value has none); controls and non-ASCII are not.
+    if any(ord(c) < 0x20 or ord(c) > 0x7E for c in candidate):
+        return False
+    if not candidate.startswith("/") or "\\" in candidate or "@" in candidate:
+        return False
+    if "//" in candidate.split("?", 1)[0]:
+        return False
+    parts = urlsplit(candidate)
+    return not (parts.scheme or parts.netloc or parts.fragment or "#" in candidate)
+
+
+class Connector:
+    """Connect, use and disconnect PagerDuty accounts (an async context manager).
+
+    ``store``: a :class:`pdauth.store.AsyncStore` or :class:`pdauth.store.Store` (not closed
+    here), else one is opened on ``settings.database_url`` (and closed by :meth:`aclose`);
+    the schema must be current (``pdauth db upgrade``). ``transport`` routes every outbound
+    HTTP call (tests and the demo use ``httpx.ASGITransport(app=emulator_app)``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        store: AsyncStore | Store | None = None,
+        key_ring: KeyRing | None = None,
+        http: httpx.AsyncClient | None = None,
+        jwks_refetch_interval: float = 30.0,
+        _unsafe_disable_lease_for_tests: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._clock: Clock = clock or SystemClock()
+        self._keys = key_ring or settings.key_ring()
+        self._owns_store = store is None
+        if store is None:
+            store = AsyncStore(Store(settings.database_url))
+        elif isinstance(store, Store):
+            store = AsyncStore(store)
+        self._store: AsyncStore = store
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(settings.http_timeout),
+            follow_redirects=False,
+        )
+        self._identity = IdentityClient(
+            settings,
+            http=self._http,
+            clock=self._clock,
+            jwks_refetch_interval=jwks_refetch_interval,
+        )
+        self._tokens = TokenManager(
+            settings,
+            self._store,
+            self._identity,
+            self._keys,
+            clock=self._clock,
+            _unsafe_disable_lease_for_tests=_unsafe_disable_lease_for_tests,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> Connector:
+        """A Connector configured from ``PDAUTH_*`` variables (see :class:`Settings`)."""
+        return cls(Settings.from_env(env), **kwargs)
+
+    async def __aenter__(self) -> Connector:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+        if self._owns_store:
+            await self._store.aclose()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def tokens(self) -> TokenManager:
+        return self._tokens
+
+    @property
+    def identity(self) -> IdentityClient:
+        return self._identity
+
+    @property
+    def store(self) -> AsyncStore:
+        return self._store
+
+    # -- connect ---------------------------------------------------------------------------
+
+    async def begin(
+        self, owner: str, return_to: str | None = None, *, scopes: Iterable[str] | None = None
+    ) -> AuthorizationStart:
+        """Start a connect flow for ``owner`` (the host app's user or tenant id).
+
+        ``return_to`` is kept only if it is a safe same-origin relative path
+        (:func:`safe_return_to`); otherwise the default page is used. ``scopes`` defaults to
+        ``settings.scopes`` and is what the callback will require.
+        """
+        _check_owner(owner)
+        wanted = parse_scopes(tuple(scopes) if scopes is not None else self._settings.scopes)
+        if not wanted:
+            raise ValueError("at least one scope is required")
+        now = self._clock.now()
+        state = generate_state()
+        verifier = generate_code_verifier()
+        binding = secrets.token_urlsafe(32)
+        state_hash = state_digest(state)
+        url = build_authorization_url(
+            self._settings.authorize_endpoint,
+            client_id=self._settings.client_id,
+            redirect_uri=self._settings.redirect_uri,
+            scopes=wanted,
+            state=state,
+            code_challenge=s256_challenge(verifier),
+        )
+        expires_at = now + PENDING_TTL
+        await self._store.create_pending(
+            NewPending(
+                state_hash=state_hash,
+                owner=owner,
+                binding_hash=binding_digest(binding),
+                verifier_ct=self._keys.encrypt(verifier, pending_binding(state_hash)),
+                redirect_uri=self._settings.redirect_uri,
+                scopes=format_scopes(wanted),
+                expires_at=expires_at,
+                return_to=safe_return_to(return_to),
+            ),
+            now,
+        )
+        return AuthorizationStart(url=url, state=state, binding=binding, expires_at=expires_at)
+
+    async def complete(
+        self, query: CallbackQuery, binding: str | None, *, owner: str | None = None
+    ) -> Connection:
+        """Finish the flow from the redirect back to ``redirect_uri``.
+
+        ``query``: the raw query string, ``request.query_params.multi_items()`` or a mapping.
+        ``binding``: the cookie value ``begin`` returned. ``owner``: when given, must be the
+        owner who began the flow. Raises :class:`CallbackError` (malformed; nothing consumed,
+        no outbound call), :class:`UnknownStateError`, :class:`FlowExpiredError`,
+        :class:`BindingMismatchError`, :class:`AuthorizationDeniedError`, the token endpoint's
+        OAuth errors, :class:`InsufficientScopeError`, :class:`IdTokenError`,
+        :class:`TransportError` or :class:`StoreError`; in every case nothing is stored.
+        The result's ``return_to`` is available through :meth:`complete_with_return_to`.
+        """
+        connection, _ = await self.complete_with_return_to(query, binding, owner=owner)
+        return connection
+
+    @observe_callback_outcome
+    async def complete_with_return_to(
+        self, query: CallbackQuery, binding: str | None, *, owner: str | None = None
+    ) -> tuple[Connection, str | None]:
+        """:meth:`complete`, also returning the ``return_to`` stored by :meth:`begin`."""
+        result = parse_callback(query, issuer=self._identity_issuer_if_known())
+        pending = await self._store.consume_pending(state_digest(result.state))
+        if pending is None:
+            raise UnknownStateError(
+                "no pending authorization matches this callback (or it was used)"
+            )
+        now = self._clock.now()
+        if pending.is_expired(now):
+            raise FlowExpiredError("the connect link expired; start again")
+        if (
+            not isinstance(binding, str)
+            or not binding
+            or len(binding) > 256
+            or not constant_time_equals(binding_digest(binding), pending.binding_hash)
+        ):
+            raise BindingMismatchError("this callback belongs to another browser session")
+        if owner is not None and not constant_time_equals(owner, pending.owner):
+            raise BindingMismatchError("this callback belongs to another user")
+        if isinstance(result, AuthorizationDenied):
+            await self._audit_failure(pending.owner, "denied", result.error)
+            raise result.to_error()
+        # RFC 9207 §2.4: an iss on the callback must be the issuer (exact string), learned
+        # from discovery when parse_callback could not compare it yet.
+        if (
+            result.iss is not None
+            and self._identity_issuer_if_known() is None
+            and result.iss != await self._identity.issuer()
+        ):
+            raise CallbackError("invalid_request", "the callback's iss is not the issuer")
+        verifier = self._keys.decrypt_text(pending.verifier_ct, pending_binding(pending.state_hash))
+        required = parse_scopes(pending.scopes)
+        try:
+            tokens = await self._identity.exchange_code(
+                result.code,
+                verifier,
+                redirect_uri=pending.redirect_uri,
+                required_scopes=(),
+            )
+        except (OAuthError, TransportError) as exc:
+            await self._audit_failure(pending.owner, "exchange_failed", _code_of(exc))
+            raise
+        try:
+            missing = missing_scopes(required, tokens.scopes)
+            if missing:
+                raise InsufficientScopeError(sorted(missing), sorted(tokens.scopes))
+            account = await self._learn_account(tokens)
+            user = await self._identity.fetch_user(account.api_base_url, tokens.access_token)
+            row = await self._save_user_connection(pending.owner, account, user, tokens, now)
+            self._tokens.invalidate(row.id)  # a reconnect replaced the tokens
+        except (PdauthError, ValueError) as exc:
+            await self._revoke_quietly(tokens)
+            await self._audit_failure(pending.owner, "rejected", _code_of(exc))
+            raise
+        return Connection.from_row(row, self._settings.api_base_urls), pending.return_to
+
+    def _identity_issuer_if_known(self) -> str | None:
+        return self._identity.known_issuer
+
+    async def _learn_account(self, tokens: TokenSet) -> _Account:
+        if tokens.id_token is not None:
+            ident = await self._identity.verify_id_token(
+                tokens.id_token, access_token=tokens.access_token
+            )
+            return _Account(
+                ident.account_id,
+                ident.subdomain,
+                ident.user_id,
+                ident.region,
+                ident.api_base_url,
+                ident.delegation_id,
+            )
+        # No id_token: ask each regional API who this is; the one that answers is the region.
+        for region in ("us", "eu"):
+            base = self._settings.api_base_urls[region]
+            user = await self._identity.fetch_user(base, tokens.access_token)
+            if user is None:
+                continue
+            subdomain = _subdomain_from(user)
+            if subdomain is None:
+                break
+            return _Account(
+                # PagerDuty's /users/me does not name the account; the subdomain does.
+                account_id=f"subdomain:{subdomain}",
+                subdomain=subdomain,
+                user_id=user.id,
+                region="eu" if region == "eu" else "us",
+                api_base_url=base,
+                delegation_id=None,
+            )
+        raise IdTokenError("no id_token, and GET /users/me did not name the account")
+
+    async def _save_user_connection(
+        self,
+        owner: str,
+        account: _Account,
+        user: PagerDutyUser | None,
+        tokens: TokenSet,
+        now: float,
+    ) -> ConnectionRow:
+        existing = await self._find(owner, "user", account.account_id, account.user_id)
+        rec = self._new_connection(owner, "user", account, tokens, now, user)
+        event = NewEvent(
+            type="connection.reconnected" if existing is not None else "connection.created",
+            data={
+                "kind": "user",
+                "region": account.region,
+                "account_id": account.account_id,
+                "subdomain": account.subdomain,
+                "pd_user_id": account.user_id,
+                "scopes": rec.scopes,
+            },
+        )
+        return await self._store.upsert_connection(rec, now, event)
+
+    def _new_connection(
+        self,
+        owner: str,
+        kind: str,
+        account: _Account,
+        tokens: TokenSet,
+        now: float,
+        user: PagerDutyUser | None = None,
+    ) -> NewConnection:
+        def seal(value: str, column: str) -> str:
+            ad = connection_binding(owner, kind, account.account_id, account.user_id, column)
+            return self._keys.encrypt(value, ad)
+
+        refresh_ct = None
+        refresh_expires = None
+        if kind == "user" and tokens.refresh_token is not None:
+            refresh_ct = seal(tokens.refresh_token, "refresh_token")
+            refresh_expires = now + REFRESH_LIFETIME[self._settings.app_kind]
+        return NewConnection(
+            owner=owner,
+            kind=kind,
+            region=account.region,
+            account_id=account.account_id,
+            scopes=format_scopes(tokens.scopes) if tokens.scopes else "",
+            access_token_ct=seal(tokens.access_token, "access_token"),
+            refresh_token_ct=refresh_ct,
+            key_id=self._keys.primary_key_id,
+            access_expires_at=tokens.expires_at,
+            refresh_expires_at=refresh_expires,
+            subdomain=account.subdomain,
+            pd_user_id=account.user_id,
+            pd_user_name=user.name if user is not None else None,
+            pd_user_email=user.email if user is not None else None,
+            delegation_id=account.delegation_id,
+        )
+
+    async def _find(
+        self, owner: str, kind: str, account_id: str, user_id: str | None
+    ) -> ConnectionRow | None:
+        after: str | None = None
+        while True:
+            rows = await self._store.list_connections(owner=owner, limit=_LIST_PAGE, after_id=after)
+            for row in rows:
+                if row.kind == kind and row.account_id == account_id and row.pd_user_id == user_id:
+                    return row
+            if len(rows) < _LIST_PAGE:
+                return None
+            after = rows[-1].id
+
+    async def connect_app(
+        self,
+        owner: str,
+        *,
+        region: Literal["us", "eu"],
+        subdomain: str,
+        scopes: Iterable[str] | None = None,
+    ) -> Connection:
+        """Connect an app token (client credentials; PagerDuty Scoped private apps only).
+
+        The token is minted for ``as_account-<region>.<subdomain>`` plus ``scopes`` (default
+        ``settings.scopes``) and re-minted on expiry by the TokenManager. App tokens have no
+        user and PagerDuty names no account id for them, so the connection's ``account_id``
+        is the ``as_account`` scope itself.
+        """
+        _check_owner(owner)
+        account_scope = app_token_scope(region, subdomain)
+        wanted = parse_scopes(tuple(scopes) if scopes is not None else self._settings.scopes)
+        tokens = await self._identity.client_credentials(frozenset({account_scope, *wanted}))
+        app = identity_from_app_scope(tokens.scopes, self._settings.api_base_urls)
+        account = _Account(
+            account_id=app_token_scope(app.region, app.subdomain),
+            subdomain=app.subdomain,
+            user_id=None,
+            region=app.region,
+            api_base_url=app.api_base_url,
+            delegation_id=None,
+        )
+        now = self._clock.now()
+        existing = await self._find(owner, "app", account.account_id, None)
+        rec = self._new_connection(owner, "app", account, tokens, now)
+        row = await self._store.upsert_connection(
+            rec,
+            now,
+            NewEvent(
+                type="connection.reconnected" if existing is not None else "connection.created",
+                data={"kind": "app", "region": app.region, "subdomain": app.subdomain},
+            ),
+        )
+        self._tokens.invalidate(row.id)
+        return Connection.from_row(row, self._settings.api_base_urls)
+
+    # -- use -------------------------------------------------------------------------------
+
+    async def access_token(self, connection_id: str) -> str:
+        """A valid access token (refreshed first when due; see :class:`TokenManager`)."""
+        return await self._tokens.access_token(connection_id)
+
+    async def client(self, connection: str | Connection, **options: Any) -> PagerDutyClient:
+        """A REST client for one connection (an async context manager).
+
+        The base URL comes from the connection's region (learned from the validated id_token,
+        never from input) and the credential from the TokenManager, so the client refreshes
+        through the same single flight and lease as everything else. It shares the
+        Connector's HTTP connection pool; closing the client leaves the pool open.
+        ``options`` go to :class:`~pdauth.client.PagerDutyClient` (``deadline``, ``from_email``…).
+        """
+        if isinstance(connection, str):
+            connection = await self.get(connection)
+        options.setdefault("http", self._http)
+        return PagerDutyClient(
+            connection.api_base_url, self._tokens.token_source(connection.id), **options
+        )
+
+    async def get(self, connection_id: str, *, owner: str | None = None) -> Connection:
+        """One connection; :class:`ConnectionNotFoundError` if absent or not ``owner``'s."""
+        row = await self._store.get_connection(connection_id)
+        if row is None or (owner is not None and row.owner != owner):
+            raise ConnectionNotFoundError(f"no connection {connection_id}")
+        return Connection.from_row(row, self._settings.api_base_urls)
+
+    async def connections(
+        self, owner: str | None = None, *, status: str | None = None, limit: int = _LIST_PAGE
+    ) -> list[Connection]:
+        """Connections (of ``owner``, or all), ordered by id; at most ``limit``."""
+        found: list[Connection] = []
+        after: str | None = None
+        while len(found) < limit:
+            page = min(_LIST_PAGE, limit - len(found))
+            rows = await self._store.list_connections(
+                owner=owner, status=status, limit=page, after_id=after
+            )
+            found.extend(Connection.from_row(r, self._settings.api_base_urls) for r in rows)
+            if len(rows) < page:
+                break
+            after = rows[-1].id
+        return found
+
+    async def refresh_due(
+        self, *, horizon: float | None = None, limit: int = 100
+    ) -> RefreshDueReport:
+        """Refresh connections whose refresh token would otherwise expire unused."""
+        with refreshing_because("idle"):
+            return await self._tokens.refresh_due(horizon=horizon, limit=limit)
+
+    # -- disconnect ------------------------------------------------------------------------
+
+    async def disconnect(self, connection_id: str, *, owner: str | None = None) -> Connection:
+        """Make the connection's tokens unusable at once and revoke them where possible.
+
+        Idempotent: disconnecting a revoked connection returns it unchanged.
+        """
+        for _ in range(5):
+            row = await self._store.get_connection(connection_id)
+            if row is None or (owner is not None and row.owner != owner):
+                raise ConnectionNotFoundError(f"no connection {connection_id}")
+            if row.status == "revoked":
+                break
+            now = self._clock.now()
+            revoked_remotely, pending = await self._revoke_remote(row)
+            audit = NewEvent(
+                type="connection.revoked",
+                data={
+                    "kind": row.kind,
+                    "revoked_at_pagerduty": revoked_remotely,
+                    "revocation_queued": pending is not None,
+                },
+            )
+            changed = await self._store.mark_revoked(
+                connection_id,
+                now=now,
+                expected_version=row.token_version,
+                event=pending if pending is not None else audit,
+            )
+            if changed:
+                if pending is not None:
+                    await self._store.add_event(audit, now)
+                break
+            # The tokens moved (a refresh) or it was disconnected meanwhile: look again.
+        else:
+            raise StoreError(f"connection {connection_id} kept changing; disconnect again")
+        self._tokens.invalidate(connection_id)
+        return await self.get(connection_id)
+
+    async def _revoke_remote(self, row: ConnectionRow) -> tuple[bool, NewEvent | None]:
+        """Revoke at PagerDuty if an endpoint is configured; else queue it (outbox event)."""
+        if self._settings.revocation_endpoint is None:
+            return False, None
+        hint: Literal["refresh_token", "access_token"]
+        if row.refresh_token_ct is not None:
+            hint, column, ct = "refresh_token", "refresh_token", row.refresh_token_ct
+        elif row.access_token_ct is not None:
+            hint, column, ct = "access_token", "access_token", row.access_token_ct
+        else:
+            return False, None
+        token = self._keys.decrypt_text(ct, token_binding(row, column))
+        try:
+            await self._identity.revoke(token, hint)
+        except (OAuthError, TransportError) as exc:
+            queued = NewEvent(
+                type="revocation.pending",
+                data={
+                    "token_type_hint": hint,
+                    "token_ct": self._keys.encrypt(token, revocation_binding(row.id, hint)),
+                    "first_error": _code_of(exc),
+                },
+            )
+            return False, queued
+        return True, None
+
+    async def _revoke_quietly(self, tokens: TokenSet) -> None:
+        """Best effort: revoke tokens we will not store (checklist item 29)."""
+        if self._settings.revocation_endpoint is None:
+            return
+        hint: Literal["refresh_token", "access_token"] = (
+            "refresh_token" if tokens.refresh_token is not None else "access_token"
+        )
+        token = tokens.refresh_token if tokens.refresh_token is not None else tokens.access_token
+        with contextlib.suppress(OAuthError, TransportError):
+            await self._identity.revoke(token, hint)
+
+    async def _audit_failure(self, owner: str, reason: str, code: str) -> None:
+        # The audit trail must not hide the error the caller needs to see.
+        with contextlib.suppress(StoreError):
+            await self._store.add_event(
+                NewEvent(
+                    type="connect.failed",
+                    owner=owner,
+                    data={"reason": reason, "error": code},
+                    outbox=False,
+                ),
+                self._clock.now(),
+            )
+
+
+def _check_owner(owner: object) -> None:
+    if not isinstance(owner, str) or not owner or len(owner) > MAX_OWNER_LENGTH:
+        raise ValueError(f"owner must be a non-empty string of at most {MAX_OWNER_LENGTH} chars")
+
+
+def _code_of(exc: BaseException) -> str:
+    if isinstance(exc, OAuthError):
+        return exc.error[:64]
+    return type(exc).__name__[:64]
+
+
+def _subdomain_from(user: PagerDutyUser) -> str | None:
+    if user.html_url is None:
+        return None
+    host = urlsplit(user.html_url).hostname or ""
+    match = _PD_WEB_HOST.fullmatch(host)
+    return match.group(1) if match else None

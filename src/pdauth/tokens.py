@@ -1,0 +1,771 @@
+"""TokenManager: the one place where a PagerDuty token is refreshed (RFC 6749 §6, RFC 9700 §4.14).
+
+PagerDuty rotates the refresh token on every refresh, and a strict server revokes the whole
+grant when an already-rotated one is replayed, so two workers refreshing the same connection
+at once do not cost one of them a request: they cost the connection. Hence, per connection:
+
+1. **In-process cache and single flight.** ``access_token()`` first looks in a dict of
+   connection id → (token, refresh_at, valid_until, token_version): no database, no crypto,
+   no await that yields. A miss takes a per-connection ``anyio.Lock`` so one task per process
+   does the slow path while the others wait and then hit the cache.
+2. **Refresh ahead, proportionally.** A token is refreshed once 90 % of its lifetime has
+   passed (``REFRESH_FRACTION``): 2.4 h before the end of a 1-day Scoped token, 3 days before
+   the end of a 30-day Classic one. A fixed buffer does not fit both: python-pagerduty's
+   24 h buffer refreshes a 1-day Scoped token on every call. The lifetime is the measured
+   ``expires_in`` (local receive time + ``expires_in``; PagerDuty's clock is never trusted),
+   capped by the documented lifetime of the app kind.
+3. **One refresher across processes and machines.** A lease on the row taken by one atomic
+   compare-and-set (:meth:`pdauth.store.Store.try_acquire_lease`, ttl =
+   ``settings.lease_seconds``, a fresh owner string per attempt), the row re-read under it
+   (someone may have refreshed already), the token endpoint called (timeout well under the
+   lease), and the new pair written with ``token_version + 1`` in one UPDATE fenced by the
+   lease owner and the version (:meth:`~pdauth.store.Store.store_tokens`) *before* the new
+   access token is returned to anyone. Waiters poll the row (short, jittered) until
+   ``token_version`` moves or the lease expires (then they try to take it); while the old
+   access token is still valid they simply keep using it.
+4. **Failures.** ``invalid_grant``: the row is re-read first (a lost race is not a dead
+   connection), then marked ``needs_reauth`` — tokens wiped, exactly one
+   ``connection.needs_reauth`` event (the store's fenced update returns True once). Transient
+   failures (5xx, 429, timeout, connect error): the connection is kept, the error recorded,
+   bounded jittered retries while the lease lasts, and the old access token is used while it
+   is still valid. ``invalid_client``: a configuration error raised to the caller; no
+   connection is touched.
+5. **App tokens** (client credentials, ``kind='app'``) have no refresh token; they are
+   re-minted on expiry through the same single flight and lease.
+
+:meth:`TokenManager.refresh_due` refreshes connections whose refresh token would otherwise
+expire unused (PagerDuty: 30 days idle for Scoped, 210 days for Classic) — for a background
+job and ``pdauth connections refresh``. :class:`ConnectionTokenSource` adapts the manager to
+the REST client's ``TokenSource`` port (401 → refresh once unless the token already changed).
+
+Token ciphertexts are bound (AES-GCM associated data, :func:`token_binding`) to the row's
+identity and column. The store assigns connection ids itself and an upsert of a reconnected
+user keeps the existing row's id, so the id is not known before encrypting; the binding
+therefore uses the row's natural key — (owner, kind, account_id, pd_user_id), which the
+schema keeps unique and never changes — plus the column name. A ciphertext moved to another
+row or column fails to decrypt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+
+from pdauth.clock import Clock, SystemClock
+from pdauth.config import Settings
+from pdauth.crypto import KeyRing, bind
+from pdauth.errors import (
+    ConnectionNotFoundError,
+    CryptoError,
+    InvalidClientError,
+    InvalidGrantError,
+    LeaseUnavailableError,
+    NeedsReauthError,
+    OAuthError,
+    StoreError,
+    TransportError,
+)
+from pdauth.metrics import observe_refresh, refresh_reason
+from pdauth.oauth import TokenSet, format_scopes, parse_scopes
+from pdauth.store import ConnectionRow, NewEvent
+
+__all__ = [
+    "REFRESH_FRACTION",
+    "ConnectionTokenSource",
+    "RefreshDueReport",
+    "TokenManager",
+    "TokenStore",
+    "connection_binding",
+    "refresh_at",
+    "token_binding",
+]
+
+DAY = 86_400.0
+#: Refresh once this fraction of a token's lifetime has passed (see the module docstring).
+REFRESH_FRACTION = 0.9
+#: Documented lifetimes (PAGERDUTY.md §3): access and idle refresh-token lifetimes per kind.
+ACCESS_LIFETIME = {"classic": 30 * DAY, "scoped": 1 * DAY}
+REFRESH_LIFETIME = {"classic": 210 * DAY, "scoped": 30 * DAY}
+#: refresh_due() refreshes refresh tokens with less than this fraction of their life left.
+REFRESH_DUE_FRACTION = 0.25
+
+# Waiting for another worker's refresh: poll the row every 50-250 ms (jittered).
+POLL_MIN = 0.05
+POLL_MAX = 0.25
+# Transient token-endpoint failures: attempts per lease, and the backoff between them.
+RETRY_ATTEMPTS = 3
+RETRY_BASE = 0.25
+RETRY_CAP = 2.0
+# OAuth errors that mean "try again later", not "this grant is dead".
+TRANSIENT_OAUTH_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class TokenStore(Protocol):
+    """The async store operations the TokenManager needs (:class:`pdauth.store.AsyncStore`)."""
+
+    async def get_connection(self, connection_id: str) -> ConnectionRow | None: ...
+
+    async def try_acquire_lease(
+        self, connection_id: str, lease_owner: str, now: float, ttl: float
+    ) -> ConnectionRow | None: ...
+
+    async def release_lease(self, connection_id: str, lease_owner: str) -> None: ...
+
+    async def store_tokens(
+        self,
+        connection_id: str,
+        *,
+        lease_owner: str,
+        expected_version: int,
+        access_token_ct: str,
+        refresh_token_ct: str | None,
+        key_id: str,
+        access_expires_at: float | None,
+        refresh_expires_at: float | None,
+        now: float,
+        event: NewEvent | None = None,
+    ) -> ConnectionRow | None: ...
+
+    async def mark_needs_reauth(
+        self,
+        connection_id: str,
+        *,
+        code: str,
+        message: str,
+        now: float,
+        expected_version: int | None = None,
+        event: NewEvent | None = None,
+    ) -> bool: ...
+
+    async def record_error(
+        self, connection_id: str, *, code: str, message: str, now: float
+    ) -> None: ...
+
+    async def due_for_refresh(
+        self, *, now: float, refresh_expires_before: float, limit: int
+    ) -> list[ConnectionRow]: ...
+
+
+class TokenEndpoint(Protocol):
+    """What the TokenManager needs from :class:`pdauth.identity.IdentityClient`."""
+
+    async def refresh(self, refresh_token: str) -> TokenSet: ...
+
+    async def client_credentials(self, scopes: tuple[str, ...] | frozenset[str]) -> TokenSet: ...
+
+
+def token_binding(row: ConnectionRow, column: str) -> bytes:
+    """Associated data for a token ciphertext of ``row`` (see the module docstring)."""
+    return connection_binding(row.owner, row.kind, row.account_id, row.pd_user_id, column)
+
+
+def connection_binding(
+    owner: str, kind: str, account_id: str, pd_user_id: str | None, column: str
+) -> bytes:
+    """:func:`token_binding` from the natural-key fields, for rows not written yet."""
+    return bind("pdauth.connection.v1", owner, kind, account_id, pd_user_id or "", column)
+
+
+def refresh_at(
+    expires_at: float | None, lifetime: float | None, *, nominal_lifetime: float
+) -> float:
+    """When to stop using a token and refresh it: after ``REFRESH_FRACTION`` of its life.
+
+    ``lifetime`` is the measured ``expires_in`` (None if unknown: the nominal one is used).
+    A token with no expiry is never refreshed by time (only after a 401).
+    """
+    if expires_at is None:
+        return math.inf
+    life = nominal_lifetime if lifetime is None or lifetime <= 0 else lifetime
+    life = min(life, nominal_lifetime)
+    return expires_at - (1.0 - REFRESH_FRACTION) * life
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    token: str = field(repr=False)
+    refresh_at: float  # wall clock: refresh from here on
+    expires_at: float | None  # wall clock: unusable from here on
+    valid_until: float  # wall clock: re-read the row from here on (cache_ttl)
+    token_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Usable:
+    token: str = field(repr=False)
+    refresh_at: float
+    expires_at: float | None
+    token_version: int
+
+
+@dataclass(frozen=True)
+class RefreshDueReport:
+    """What :meth:`TokenManager.refresh_due` did."""
+
+    examined: int
+    refreshed: int
+    needs_reauth: int
+    failed: int
+
+
+class TokenManager:
+    """Hands out valid access tokens; refreshes them safely (see the module docstring).
+
+    ``store`` is an :class:`pdauth.store.AsyncStore` (or anything with those coroutines),
+    ``identity`` an :class:`pdauth.identity.IdentityClient`. ``cache_ttl`` bounds how long a
+    process trusts its cache before re-reading the row (so a disconnect or a refresh made by
+    another process is noticed without a 401); the re-read is one primary-key lookup and no
+    decryption when the version did not move.
+
+    ``_unsafe_disable_lease_for_tests`` exists ONLY for the negative-control test that proves
+    the refresh-storm test can see the bug: it refreshes without taking the lease.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: TokenStore,
+        identity: TokenEndpoint,
+        key_ring: KeyRing,
+        *,
+        clock: Clock | None = None,
+        cache_ttl: float = 30.0,
+        max_cache_entries: int = 200_000,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+        _unsafe_disable_lease_for_tests: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._identity = identity
+        self._keys = key_ring
+        self._clock: Clock = clock or SystemClock()
+        self._cache_ttl = cache_ttl
+        self._max_cache = max_cache_entries
+        self._sleep: Sleep = sleep or anyio.sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._cache: dict[str, _Cached] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        self._owner_prefix = f"tm-{secrets.token_hex(4)}"
+        self._lease_ttl = float(settings.lease_seconds)
+        self._http_timeout = float(settings.http_timeout)
+        self._nominal_access = ACCESS_LIFETIME[settings.app_kind]
+        self._nominal_refresh = REFRESH_LIFETIME[settings.app_kind]
+        self._no_lease = _unsafe_disable_lease_for_tests
+
+    # -- public ----------------------------------------------------------------------------
+
+    async def access_token(self, connection_id: str) -> str:
+        """A valid access token for the connection (refreshing it first if due).
+
+        Raises :class:`ConnectionNotFoundError`, :class:`NeedsReauthError` (the user must
+        reconnect), :class:`InvalidClientError` (configuration), :class:`TransportError`
+        (PagerDuty unreachable and the old token expired), :class:`LeaseUnavailableError`,
+        :class:`~pdauth.errors.CryptoError` or :class:`~pdauth.errors.StoreError`.
+        """
+        entry = self._cache.get(connection_id)
+        if entry is not None:
+            now = self._clock.now()
+            if now < entry.refresh_at and now < entry.valid_until:
+                return entry.token
+        return await self._obtain(connection_id, rejected=None, force=False)
+
+    async def refresh_rejected(self, connection_id: str, rejected: str) -> str:
+        """After PagerDuty answered 401 to ``rejected``: refresh once, unless the token
+        already changed since (another task or process refreshed); return the token to use."""
+        return await self._obtain(connection_id, rejected=rejected, force=True)
+
+    async def force_refresh(self, connection_id: str) -> str:
+        """Refresh now, whatever the expiry says (CLI ``connections refresh``)."""
+        return await self._obtain(connection_id, rejected=None, force=True)
+
+    def invalidate(self, connection_id: str | None = None) -> None:
+        """Forget cached tokens (one connection, or all)."""
+        if connection_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(connection_id, None)
+
+    def token_source(self, connection_id: str) -> ConnectionTokenSource:
+        """The REST client's ``TokenSource`` for this connection."""
+        return ConnectionTokenSource(self, connection_id)
+
+    async def refresh_due(
+        self, *, horizon: float | None = None, limit: int = 100
+    ) -> RefreshDueReport:
+        """Refresh connections whose refresh token would expire unused within ``horizon``.
+
+        ``horizon`` defaults to a quarter of PagerDuty's idle refresh-token lifetime for the
+        app kind (7.5 days Scoped, 52.5 days Classic), so a daily job has many chances.
+        """
+        now = self._clock.now()
+        window = REFRESH_DUE_FRACTION * self._nominal_refresh if horizon is None else horizon
+        rows = await self._store.due_for_refresh(
+            now=now, refresh_expires_before=now + window, limit=limit
+        )
+        refreshed = dead = failed = 0
+        for row in rows:
+            try:
+                await self._obtain(
+                    row.id, rejected=None, force=True, seen_version=row.token_version
+                )
+                refreshed += 1
+            except NeedsReauthError:
+                dead += 1
+            except InvalidClientError:
+                raise  # configuration: every other connection would fail the same way
+            except (TransportError, OAuthError, LeaseUnavailableError, CryptoError, StoreError):
+                failed += 1
+        return RefreshDueReport(len(rows), refreshed, dead, failed)
+
+    # -- slow path -------------------------------------------------------------------------
+
+    def _lock(self, connection_id: str) -> anyio.Lock:
+        lock = self._locks.get(connection_id)
+        if lock is None:
+            lock = self._locks[connection_id] = anyio.Lock()
+        return lock
+
+    def _remember(self, connection_id: str, usable: _Usable) -> str:
+        now = self._clock.now()
+        if len(self._cache) >= self._max_cache and connection_id not in self._cache:
+            self._cache.pop(next(iter(self._cache)))  # oldest insertion first
+        self._cache[connection_id] = _Cached(
+            token=usable.token,
+            refresh_at=usable.refresh_at,
+            expires_at=usable.expires_at,
+            valid_until=now + self._cache_ttl,
+            token_version=usable.token_version,
+        )
+        return usable.token
+
+    async def _obtain(
+        self,
+        connection_id: str,
+        *,
+        rejected: str | None,
+        force: bool,
+        seen_version: int | None = None,
+    ) -> str:
+        lock = self._lock(connection_id)
+        try:
+            async with lock:
+                return await self._obtain_locked(
+                    connection_id, rejected=rejected, force=force, seen_version=seen_version
+                )
+        finally:
+            # One lock per connection in use, not per connection ever seen.
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(connection_id, None)
+
+    async def _obtain_locked(
+        self,
+        connection_id: str,
+        *,
+        rejected: str | None,
+        force: bool,
+        seen_version: int | None,
+    ) -> str:
+        now = self._clock.now()
+        entry = self._cache.get(connection_id)
+        if entry is not None and not force and now < entry.refresh_at and now < entry.valid_until:
+            return entry.token  # another task refreshed while we queued
+        row = await self._read_active(connection_id)
+        if (
+            entry is not None
+            and not force
+            and entry.token_version == row.token_version
+            and now < entry.refresh_at
+        ):
+            # Same tokens as cached (no decryption needed); trust them for another ttl.
+            return self._remember(
+                connection_id,
+                _Usable(entry.token, entry.refresh_at, entry.expires_at, entry.token_version),
+            )
+        current = self._usable(row, now)
+        if current is not None and not self._wants_refresh(
+            current, now, force=force, rejected=rejected, seen_version=seen_version
+        ):
+            return self._remember(connection_id, current)
+        return await self._refresh(
+            row, current, force=force, rejected=rejected, seen_version=seen_version
+        )
+
+    @staticmethod
+    def _wants_refresh(
+        current: _Usable,
+        now: float,
+        *,
+        force: bool,
+        rejected: str | None,
+        seen_version: int | None,
+    ) -> bool:
+        if not force:
+            return now >= current.refresh_at
+        if rejected is not None and current.token != rejected:
+            return False  # it changed since PagerDuty rejected it: try the new one first
+        return not (seen_version is not None and current.token_version != seen_version)
+
+    async def _read_active(self, connection_id: str) -> ConnectionRow:
+        row = await self._store.get_connection(connection_id)
+        if row is None:
+            self._cache.pop(connection_id, None)
+            raise ConnectionNotFoundError(f"no connection {connection_id}")
+        if row.status != "active":
+            self._cache.pop(connection_id, None)
+            raise _dead(row)
+        return row
+
+    def _usable(self, row: ConnectionRow, now: float) -> _Usable | None:
+        """The row's access token if present and not expired (decrypts it)."""
+        if row.access_token_ct is None:
+            return None
+        if row.access_expires_at is not None and now >= row.access_expires_at:
+            return None
+        token = self._keys.decrypt_text(row.access_token_ct, token_binding(row, "access_token"))
+        issued = row.last_refreshed_at if row.last_refreshed_at is not None else row.updated_at
+        lifetime = None if row.access_expires_at is None else row.access_expires_at - issued
+        return _Usable(
+            token,
+            refresh_at(row.access_expires_at, lifetime, nominal_lifetime=self._nominal_access),
+            row.access_expires_at,
+            row.token_version,
+        )
+
+    async def _refresh(
+        self,
+        row: ConnectionRow,
+        current: _Usable | None,
+        *,
+        force: bool,
+        rejected: str | None,
+        seen_version: int | None,
+    ) -> str:
+        """Refresh under the lease, or wait for whoever holds it (see the module docstring)."""
+        cid = row.id
+        if self._no_lease:
+            return await self._refresh_without_lease(row)
+        give_up_at = self._clock.monotonic() + 2 * self._lease_ttl + self._http_timeout
+        base_version = row.token_version
+        seen = row
+        while True:
+            now = self._clock.now()
+            if not seen.lease_held(now):
+                owner = f"{self._owner_prefix}-{secrets.token_hex(6)}"
+                leased = await self._store.try_acquire_lease(cid, owner, now, self._lease_ttl)
+                if leased is not None:
+                    return await self._refresh_under_lease(
+                        leased, owner, base_version, current, rejected=rejected, force=force
+                    )
+            # Someone else is refreshing. Use the current token while it is still good
+            # (unless PagerDuty already refused it), else wait for their write.
+            if (
+                current is not None
+                and not force
+                and (current.expires_at is None or now < current.expires_at)
+            ):
+                return current.token
+            if self._clock.monotonic() >= give_up_at:
+                raise LeaseUnavailableError(
+                    f"connection {cid}: another worker held the refresh lease too long"
+                )
+            await self._sleep(POLL_MIN + self._rng.random() * (POLL_MAX - POLL_MIN))
+            seen = await self._read_active(cid)
+            if seen.token_version != base_version:
+                moved = self._usable(seen, self._clock.now())
+                if moved is not None and not (rejected is not None and moved.token == rejected):
+                    return self._remember(cid, moved)
+                base_version = seen.token_version
+                current = moved
+
+    async def _refresh_under_lease(
+        self,
+        leased: ConnectionRow,
+        owner: str,
+        base_version: int,
+        current: _Usable | None,
+        *,
+        rejected: str | None,
+        force: bool,
+    ) -> str:
+        cid = leased.id
+        lease_started = self._clock.monotonic()
+        released = False  # store_tokens / mark_needs_reauth release the lease themselves
+        try:
+            if leased.token_version != base_version:
+                # Refreshed by someone else between our read and our lease: use theirs.
+                moved = self._usable(leased, self._clock.now())
+                if moved is not None and not (rejected is not None and moved.token == rejected):
+                    return self._remember(cid, moved)
+            refresh_token: str | None = None
+            if leased.kind != "app":
+                if leased.refresh_token_ct is None:
+                    released = True
+                    await self._declare_dead(
+                        leased, owner, "no_refresh_token", "no refresh token is stored"
+                    )
+                refresh_token = self._decrypt_refresh_token(leased)
+            try:
+                tokens = await self._call_token_endpoint(leased, refresh_token, lease_started)
+            except InvalidGrantError:
+                observe_refresh("invalid_grant", refresh_reason(rejected, force))
+                released = True
+                return await self._after_invalid_grant(leased, owner)
+            except InvalidClientError:
+                observe_refresh("invalid_client", refresh_reason(rejected, force))
+                raise  # configuration: no connection is touched (finally releases the lease)
+            except (TransportError, OAuthError) as exc:
+                observe_refresh("error", refresh_reason(rejected, force))
+                await self._store.record_error(
+                    cid, code=_error_code(exc), message=_error_message(exc), now=self._clock.now()
+                )
+                now = self._clock.now()
+                if (
+                    current is not None
+                    and not (rejected is not None and current.token == rejected)
+                    and (current.expires_at is None or now < current.expires_at)
+                ):
+                    return current.token  # the old token is still valid: keep serving it
+                raise
+            observe_refresh("success", refresh_reason(rejected, force))
+            stored = await self._persist_with_retries(leased, owner, tokens, lease_started)
+            released = True
+            if stored is None:
+                # The fence failed: our lease expired and another worker took over. Our new
+                # pair is lost (tokens the database does not hold are never handed out).
+                row = await self._read_active(cid)
+                moved = self._usable(row, self._clock.now())
+                if moved is not None:
+                    return self._remember(cid, moved)
+                raise LeaseUnavailableError(
+                    f"connection {cid}: the refresh outlived its lease; try again"
+                )
+            return self._remember(cid, self._fresh(tokens, stored.token_version))
+        finally:
+            if not released:
+                with anyio.CancelScope(shield=True):
+                    await self._release_quietly(cid, owner)
+
+    def _fresh(self, tokens: TokenSet, token_version: int) -> _Usable:
+        return _Usable(
+            tokens.access_token,
+            refresh_at(tokens.expires_at, tokens.expires_in, nominal_lifetime=self._nominal_access),
+            tokens.expires_at,
+            token_version,
+        )
+
+    def _decrypt_refresh_token(self, row: ConnectionRow) -> str:
+        # A CryptoError propagates and the connection is left as it is: a missing key is a
+        # deployment mistake that must not mark every connection dead.
+        return self._keys.decrypt_text(
+            row.refresh_token_ct or "", token_binding(row, "refresh_token")
+        )
+
+    async def _release_quietly(self, connection_id: str, owner: str) -> None:
+        # The lease expires by itself; the error that brought us here matters more.
+        with contextlib.suppress(StoreError):
+            await self._store.release_lease(connection_id, owner)
+
+    async def _persist_with_retries(
+        self, row: ConnectionRow, owner: str, tokens: TokenSet, lease_started: float
+    ) -> ConnectionRow | None:
+        """Write the new pair; on a database error retry while the lease lasts.
+
+        The old refresh token is already spent, so giving up here loses the grant: keep
+        trying (bounded) before surfacing the StoreError (SECURITY-CHECKLIST R3).
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._persist(row, owner, tokens)
+            except StoreError:
+                delay = min(RETRY_CAP, RETRY_BASE * 2 ** (attempt - 1)) * (0.5 + self._rng.random())
+                elapsed = self._clock.monotonic() - lease_started
+                if attempt >= 2 * RETRY_ATTEMPTS or elapsed + delay >= self._lease_ttl:
+                    raise
+                await self._sleep(delay)
+
+    async def _call_token_endpoint(
+        self, row: ConnectionRow, refresh_token: str | None, lease_started: float
+    ) -> TokenSet:
+        """Refresh (or re-mint an app token) with bounded jittered retries on transient errors.
+
+        Retries stop early when the lease would not outlast another attempt: a write after
+        the lease is gone is refused by the fence anyway.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if refresh_token is None:
+                    scopes = parse_scopes(row.scopes)
+                    return await self._identity.client_credentials(scopes)
+                return await self._identity.refresh(refresh_token)
+            except (TransportError, OAuthError) as exc:
+                if not _is_transient(exc) or attempt >= RETRY_ATTEMPTS:
+                    raise
+                delay = min(RETRY_CAP, RETRY_BASE * 2 ** (attempt - 1))
+                delay *= 0.5 + self._rng.random()
+                elapsed = self._clock.monotonic() - lease_started
+                if elapsed + delay + self._http_timeout >= self._lease_ttl:
+                    raise
+                await self._sleep(delay)
+
+    async def _persist(
+        self, row: ConnectionRow, owner: str, tokens: TokenSet
+    ) -> ConnectionRow | None:
+        now = self._clock.now()
+        access_ct = self._keys.encrypt(tokens.access_token, token_binding(row, "access_token"))
+        refresh_ct: str | None = None
+        refresh_expires: float | None = None
+        if row.kind != "app" and tokens.refresh_token is not None:
+            refresh_ct = self._keys.encrypt(
+                tokens.refresh_token, token_binding(row, "refresh_token")
+            )
+            refresh_expires = now + self._nominal_refresh
+        return await self._store.store_tokens(
+            row.id,
+            lease_owner=owner,
+            expected_version=row.token_version,
+            access_token_ct=access_ct,
+            refresh_token_ct=refresh_ct,
+            key_id=self._keys.primary_key_id,
+            access_expires_at=tokens.expires_at,
+            refresh_expires_at=refresh_expires,
+            now=now,
+            event=NewEvent(
+                type="connection.refreshed",
+                data={
+                    "kind": row.kind,
+                    "token_version": row.token_version + 1,
+                    "expires_in": tokens.expires_in,
+                    "scopes": format_scopes(tokens.scopes) if tokens.scopes else row.scopes,
+                },
+                outbox=False,
+            ),
+        )
+
+    async def _after_invalid_grant(self, leased: ConnectionRow, owner: str) -> str:
+        """A refused refresh token: re-read first (a lost race is not a dead connection)."""
+        cid = leased.id
+        row = await self._store.get_connection(cid)
+        if row is not None and row.status == "active" and row.token_version != leased.token_version:
+            await self._store.release_lease(cid, owner)
+            moved = self._usable(row, self._clock.now())
+            if moved is not None:
+                return self._remember(cid, moved)
+            raise LeaseUnavailableError(f"connection {cid}: refreshed concurrently; try again")
+        await self._declare_dead(
+            leased, owner, "invalid_grant", "PagerDuty refused the refresh token"
+        )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _declare_dead(
+        self, leased: ConnectionRow, owner: str | None, code: str, message: str
+    ) -> None:
+        """Mark needs_reauth (one event, fenced by version) and raise NeedsReauthError."""
+        cid = leased.id
+        self._cache.pop(cid, None)
+        await self._store.mark_needs_reauth(
+            cid,
+            code=code,
+            message=message,
+            now=self._clock.now(),
+            expected_version=leased.token_version,
+            event=NewEvent(
+                type="connection.needs_reauth",
+                data={"reason": code, "token_version": leased.token_version},
+            ),
+        )
+        row = await self._store.get_connection(cid)
+        if row is not None and row.status == "active":
+            # The fence refused: the tokens moved meanwhile, so the connection lives on.
+            if owner is not None:
+                await self._release_quietly(cid, owner)
+            raise LeaseUnavailableError(f"connection {cid}: refreshed concurrently; try again")
+        raise NeedsReauthError(cid, "PagerDuty no longer accepts this connection; reconnect it")
+
+    async def _refresh_without_lease(self, row: ConnectionRow) -> str:
+        """NEGATIVE CONTROL ONLY: refresh with no lease, as a naive client would."""
+        cid = row.id
+        refresh_token = None if row.kind == "app" else self._decrypt_refresh_token(row)
+        try:
+            tokens = await self._call_token_endpoint(row, refresh_token, self._clock.monotonic())
+        except InvalidGrantError:
+            latest = await self._read_active(cid)
+            if latest.token_version != row.token_version:
+                moved = self._usable(latest, self._clock.now())
+                if moved is not None:
+                    return self._remember(cid, moved)
+            await self._declare_dead(
+                latest, None, "invalid_grant", "PagerDuty refused the refresh token"
+            )
+            raise AssertionError("unreachable") from None  # pragma: no cover
+        # Last write wins: grab the lease only to pass the store's write fence.
+        while True:
+            now = self._clock.now()
+            owner = f"{self._owner_prefix}-{secrets.token_hex(6)}"
+            leased = await self._store.try_acquire_lease(cid, owner, now, self._lease_ttl)
+            if leased is None:
+                await self._read_active(cid)
+                await self._sleep(POLL_MIN)
+                continue
+            stored = await self._persist(leased, owner, tokens)
+            if stored is None:
+                await self._store.release_lease(cid, owner)
+                continue
+            return self._remember(cid, self._fresh(tokens, stored.token_version))
+
+
+@dataclass(frozen=True)
+class ConnectionTokenSource:
+    """Adapts a :class:`TokenManager` to the REST client's ``TokenSource`` port."""
+
+    manager: TokenManager
+    connection_id: str
+
+    @property
+    def pacing_key(self) -> str:
+        return self.connection_id
+
+    async def authorization(self) -> str:
+        return "Bearer " + await self.manager.access_token(self.connection_id)
+
+    async def refresh(self, rejected: str) -> str:
+        token = rejected.removeprefix("Bearer ").strip()
+        return "Bearer " + await self.manager.refresh_rejected(self.connection_id, token)
+
+
+def _dead(row: ConnectionRow) -> NeedsReauthError:
+    if row.status == "revoked":
+        return NeedsReauthError(row.id, "the connection was disconnected")
+    return NeedsReauthError(row.id, "PagerDuty no longer accepts this connection; reconnect it")
+
+
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, TransportError):
+        return True
+    return isinstance(exc, OAuthError) and exc.error in TRANSIENT_OAUTH_ERRORS
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, TransportError):
+        return "transport_error"
+    if isinstance(exc, OAuthError):
+        return exc.error[:64] or "oauth_error"
+    return type(exc).__name__[:64]
+
+
+def _error_message(exc: Exception) -> str:
+    # Our own error messages never carry tokens (pdauth.errors rule); cap them anyway.
+    return str(exc)[:500]

@@ -1,0 +1,398 @@
+"""The Connector facade: the full connect flow against the emulator, and each way it must fail.
+
+"No outbound call" is checked on the test transport's request counter; "nothing stored" on the
+database. The emulator's counters show whether a code was ever exchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pdauth.connections import Connector, revocation_binding, safe_return_to
+from pdauth.emulator import EmulatorConfig
+from pdauth.errors import (
+    AuthorizationDeniedError,
+    BindingMismatchError,
+    CallbackError,
+    ConnectionNotFoundError,
+    FlowExpiredError,
+    IdTokenError,
+    InsufficientScopeError,
+    NeedsReauthError,
+    UnknownStateError,
+)
+from tests.workers.harness import BASE, EU_ADMIN, US_ADMIN, Harness, harness
+
+pytestmark = pytest.mark.anyio
+
+
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return "sqlite:///" + os.path.join(os.fspath(tmp_path), "t.db")
+
+
+@pytest.fixture
+async def h(tmp_path: os.PathLike[str]) -> AsyncIterator[Harness]:
+    async with harness(sqlite_url(tmp_path)) as h:
+        yield h
+
+
+@pytest.fixture
+async def hr(tmp_path: os.PathLike[str]) -> AsyncIterator[Harness]:
+    """An emulator that serves RFC 7009 revocation (NOT a PagerDuty endpoint) and a
+    Connector configured to use it."""
+    async with harness(
+        sqlite_url(tmp_path),
+        config=EmulatorConfig(revocation_endpoint=True),
+        revoke_url=BASE + "/oauth/revoke",
+    ) as h:
+        yield h
+
+
+def outbound(h: Harness) -> int:
+    return sum(h.transport.paths.values())
+
+
+async def connections_in_db(h: Harness) -> int:
+    return len(await h.store.list_connections(limit=1000))
+
+
+# -- the whole flow -----------------------------------------------------------------------------
+
+
+async def test_begin_complete_use_disconnect(h: Harness) -> None:
+    start = await h.connector.begin("user-1", return_to="/settings/integrations?tab=pd")
+    assert start.state not in repr(start)
+    assert start.binding not in repr(start)
+    query = dict(parse_qsl(urlsplit(start.url).query))
+    assert start.url.startswith(BASE + "/oauth/authorize?")
+    assert query["code_challenge_method"] == "S256"
+    assert query["state"] == start.state
+    assert query["redirect_uri"] == h.settings.redirect_uri
+
+    callback = await h.authorize(start)
+    conn, return_to = await h.connector.complete_with_return_to(callback, start.binding)
+    assert return_to == "/settings/integrations?tab=pd"
+    assert conn.status == "active"
+    assert conn.owner == "user-1"
+    assert conn.region == "us"
+    assert conn.subdomain == "acme"
+    assert conn.user_email == US_ADMIN
+    assert conn.user_name
+    assert conn.scopes >= {"read", "write"}
+    assert conn.api_base_url == BASE
+    assert "token" not in repr(conn).lower().replace("access_expires_at", "")
+
+    token = await h.connector.access_token(conn.id)
+    me = await h.control.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+
+    assert [c.id for c in await h.connector.connections("user-1")] == [conn.id]
+    assert await h.connector.connections("someone-else") == []
+    assert (await h.connector.get(conn.id)).id == conn.id
+    with pytest.raises(ConnectionNotFoundError):
+        await h.connector.get(conn.id, owner="someone-else")
+
+    gone = await h.connector.disconnect(conn.id)
+    assert gone.status == "revoked"
+    row = await h.store.get_connection(conn.id)
+    assert row is not None
+    assert row.access_token_ct is None
+    assert row.refresh_token_ct is None
+    with pytest.raises(NeedsReauthError):
+        await h.connector.access_token(conn.id)
+    assert (await h.connector.disconnect(conn.id)).status == "revoked"  # idempotent
+    types = [e.type for e in await h.store.list_events()]
+    assert types == ["connection.created", "connection.revoked"]
+
+
+async def test_an_eu_account_gets_the_eu_api(h: Harness) -> None:
+    conn = await h.connect("user-eu", user=EU_ADMIN)
+    assert conn.region == "eu"
+    assert conn.api_base_url == BASE + "/eu"
+    token = await h.connector.access_token(conn.id)
+    assert (
+        await h.control.get("/eu/users/me", headers={"Authorization": f"Bearer {token}"})
+    ).is_success
+
+
+async def test_reconnecting_the_same_user_updates_the_same_connection(h: Harness) -> None:
+    first = await h.connect()
+    old = await h.connector.access_token(first.id)
+    second = await h.connect()
+    assert second.id == first.id
+    assert await h.connector.access_token(second.id) != old
+    types = [e.type for e in await h.store.list_events()]
+    assert types == ["connection.created", "connection.reconnected"]
+
+
+async def test_from_env_builds_a_connector(tmp_path: os.PathLike[str]) -> None:
+    env = {
+        "PDAUTH_CLIENT_ID": "pdauth-demo",
+        "PDAUTH_REDIRECT_URI": "http://127.0.0.1:8000/callback",
+        "PDAUTH_ENCRYPTION_KEYS": "k1:" + "A" * 43,
+        "PDAUTH_DATABASE_URL": sqlite_url(tmp_path),
+    }
+    async with Connector.from_env(env) as connector:
+        assert connector.settings.client_id == "pdauth-demo"
+
+
+# -- the callback is checked before anything else ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "code=abc",
+        "state=",
+        "state=a&state=b&code=x",
+        "state=%00bad&code=x",
+        "state=ok&code=x&error=access_denied",
+        "state=" + "a" * 300 + "&code=x",
+    ],
+)
+async def test_a_malformed_callback_consumes_nothing_and_calls_nobody(
+    h: Harness, query: str
+) -> None:
+    start = await h.connector.begin("user-1")
+    before = outbound(h)
+    with pytest.raises(CallbackError):
+        await h.connector.complete(query, start.binding)
+    assert outbound(h) == before
+    # The flow is still pending: the genuine callback completes it.
+    assert (await h.connector.complete(await h.authorize(start), start.binding)).status == "active"
+
+
+async def test_an_unknown_state_calls_nobody(h: Harness) -> None:
+    start = await h.connector.begin("user-1")
+    callback = dict(parse_qsl(await h.authorize(start)))
+    before = outbound(h)
+    forged = urlencode({"code": callback["code"], "state": "A" * 43})
+    with pytest.raises(UnknownStateError):
+        await h.connector.complete(forged, start.binding)
+    assert outbound(h) == before
+
+
+async def test_a_replayed_callback_is_refused_and_the_code_exchanged_once(h: Harness) -> None:
+    start = await h.connector.begin("user-1")
+    callback = await h.authorize(start)
+    await h.connector.complete(callback, start.binding)
+    with pytest.raises(UnknownStateError):
+        await h.connector.complete(callback, start.binding)
+    assert h.token_count("authorization_code") == 1
+    assert sum(h.stats()["token_requests"]["authorization_code"].values()) == 1
+
+
+async def test_the_wrong_browser_binding_is_refused_without_an_exchange(h: Harness) -> None:
+    start = await h.connector.begin("user-1")
+    other = await h.connector.begin("user-1")
+    callback = await h.authorize(start)
+    before = outbound(h)
+    for binding in (other.binding, "", None):
+        with pytest.raises((BindingMismatchError, UnknownStateError)):
+            await h.connector.complete(callback, binding)
+    assert outbound(h) == before
+    assert await connections_in_db(h) == 0
+
+
+async def test_another_owner_is_refused(h: Harness) -> None:
+    start = await h.connector.begin("user-1")
+    callback = await h.authorize(start)
+    with pytest.raises(BindingMismatchError):
+        await h.connector.complete(callback, start.binding, owner="user-2")
+    assert await connections_in_db(h) == 0
+
+
+async def test_an_expired_pending_authorization_is_refused(h: Harness) -> None:
+    start = await h.connector.begin("user-1")
+    callback = await h.authorize(start)
+    h.advance(601)
+    before = outbound(h)
+    with pytest.raises(FlowExpiredError):
+        await h.connector.complete(callback, start.binding)
+    assert outbound(h) == before
+    assert await connections_in_db(h) == 0
+
+
+async def test_access_denied_consumes_the_state_and_stores_nothing(h: Harness) -> None:
+    start = await h.connector.begin("user-1")
+    callback = await h.authorize(start, decision="deny")
+    before = outbound(h)
+    with pytest.raises(AuthorizationDeniedError) as denied:
+        await h.connector.complete(callback, start.binding)
+    assert denied.value.error == "access_denied"
+    assert outbound(h) == before
+    with pytest.raises(UnknownStateError):
+        await h.connector.complete(callback, start.binding)
+    assert await connections_in_db(h) == 0
+    events = await h.store.list_events()
+    assert [(e.type, e.data["reason"]) for e in events] == [("connect.failed", "denied")]
+
+
+async def test_a_scope_downgraded_to_openid_is_refused_and_revoked(hr: Harness) -> None:
+    start = await hr.connector.begin("user-1")
+    # Tamper with the scope on the way (PagerDuty grants only openid for unknown scopes).
+    callback = await hr.authorize(start, scope="nonsense")
+    with pytest.raises(InsufficientScopeError) as caught:
+        await hr.connector.complete(callback, start.binding)
+    assert set(caught.value.missing_scopes) == {"read", "write"}
+    assert await connections_in_db(hr) == 0
+    assert hr.stats()["tokens_revoked"]["grant"] == 1  # the unusable tokens were revoked
+
+
+async def test_a_bad_id_token_signature_is_refused_and_nothing_stored(hr: Harness) -> None:
+    async def corrupt_id_token(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path != "/oauth/token" or response.status_code != 200:
+            return response
+        body = json.loads(response.content)
+        if "id_token" in body:
+            head, payload, signature = body["id_token"].split(".")
+            flipped = ("A" if signature[10] != "A" else "B").join((signature[:10], signature[11:]))
+            body["id_token"] = f"{head}.{payload}.{flipped}"
+        return httpx.Response(200, json=body, headers={"content-type": "application/json"})
+
+    hr.transport.rewrite = corrupt_id_token
+    start = await hr.connector.begin("user-1")
+    with pytest.raises(IdTokenError):
+        await hr.connector.complete(await hr.authorize(start), start.binding)
+    assert await connections_in_db(hr) == 0
+    assert hr.stats()["tokens_revoked"]["grant"] == 1
+
+
+# -- disconnect and revocation ----------------------------------------------------------------
+
+
+async def test_disconnect_revokes_at_the_endpoint_when_there_is_one(hr: Harness) -> None:
+    conn = await hr.connect()
+    await hr.connector.disconnect(conn.id)
+    assert hr.stats()["tokens_revoked"]["grant"] == 1
+    events = await hr.store.list_events()
+    assert events[-1].type == "connection.revoked"
+    assert events[-1].data["revoked_at_pagerduty"] is True
+
+
+async def test_a_failed_revocation_is_queued_in_the_same_transaction(hr: Harness) -> None:
+    conn = await hr.connect()
+    row = await hr.store.get_connection(conn.id)
+    assert row is not None
+
+    async def unavailable(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path == "/oauth/revoke":
+            return httpx.Response(503)
+        return None
+
+    hr.transport.intercept = unavailable
+    gone = await hr.connector.disconnect(conn.id)
+    assert gone.status == "revoked"  # unusable at once, whatever PagerDuty answered
+    events = {e.type: e for e in await hr.store.list_events()}
+    queued = events["revocation.pending"]
+    assert queued.connection_id == conn.id
+    assert queued.data["token_type_hint"] == "refresh_token"
+    assert events["connection.revoked"].data["revocation_queued"] is True
+    # The keeper can open it (and only with this binding).
+    token = hr.settings.key_ring().decrypt_text(
+        queued.data["token_ct"], revocation_binding(conn.id, "refresh_token")
+    )
+    assert token.startswith("pdus+_1")
+    assert hr.stats()["tokens_revoked"]["grant"] == 0
+
+
+async def test_disconnect_of_someone_elses_connection_is_not_found(h: Harness) -> None:
+    conn = await h.connect()
+    with pytest.raises(ConnectionNotFoundError):
+        await h.connector.disconnect(conn.id, owner="intruder")
+    assert (await h.connector.get(conn.id)).status == "active"
+
+
+async def test_bad_owner_values_are_refused(h: Harness) -> None:
+    for owner in ("", "x" * 256):
+        with pytest.raises(ValueError, match="owner"):
+            await h.connector.begin(owner)
+
+
+# -- return_to ---------------------------------------------------------------------------------
+
+HOSTILE_RETURN_TO = [
+    "https://evil.com",
+    "//evil.com",
+    "/\\evil.com",
+    "\\\\evil.com",
+    "/%2F%2Fevil.com",
+    "%2F%2Fevil.com",
+    "/%5Cevil.com",
+    "/%252F%252Fevil.com",
+    "https:evil.com",
+    "javascript:alert(1)",
+    "/x%0d%0aLocation:%20https://evil.com",
+    "/x\r\nLocation: https://evil.com",
+    "https://app.example.com.evil.com",
+    "/@evil.com",
+    "\uff0f\uff0fevil.com",
+    "/\uff0f\uff0fevil.com",
+    "/ok#frag",
+    " /leading-space",
+    "",
+    "x" * 600,
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_RETURN_TO)
+def test_hostile_return_to_falls_back_to_the_default(value: str) -> None:
+    assert safe_return_to(value) is None
+
+
+@pytest.mark.parametrize("value", ["/", "/settings", "/a/b?x=1&y=%20z", "/integrations/pd-1"])
+def test_plain_paths_are_kept(value: str) -> None:
+    assert safe_return_to(value) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80) | st.from_regex(r"/[/\\%@:a-z0-9.?#=&]{0,30}", fullmatch=True))
+def test_return_to_is_always_a_same_origin_path(value: str) -> None:
+    kept = safe_return_to(value)
+    if kept is not None:
+        assert kept == value
+        parts = urlsplit(kept)
+        assert not parts.scheme
+        assert not parts.netloc
+        assert kept.startswith("/")
+        assert not kept.startswith("//")
+        assert "\\" not in kept
+        assert "@" not in kept
+        assert all(0x21 <= ord(c) <= 0x7E for c in kept)
+
+
+async def test_a_hostile_return_to_is_stored_as_the_default(h: Harness) -> None:
+    start = await h.connector.begin("user-1", return_to="//evil.com")
+    _, return_to = await h.connector.complete_with_return_to(
+        await h.authorize(start), start.binding
+    )
+    assert return_to is None
+
+
+@pytest.mark.parametrize(("user", "region"), [(US_ADMIN, "us"), (EU_ADMIN, "eu")])
+async def test_without_an_id_token_the_account_is_learned_from_users_me(
+    h: Harness, user: str, region: str
+) -> None:
+    async def drop_id_token(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path != "/oauth/token" or response.status_code != 200:
+            return response
+        body = json.loads(response.content)
+        body.pop("id_token", None)
+        return httpx.Response(200, json=body, headers={"content-type": "application/json"})
+
+    h.transport.rewrite = drop_id_token
+    conn = await h.connect(user=user)
+    assert conn.region == region
+    assert conn.subdomain == ("acme" if region == "us" else "eurocorp")
+    assert conn.account_id == f"subdomain:{conn.subdomain}"
+    assert conn.user_email == user
+    assert conn.api_base_url == (BASE if region == "us" else BASE + "/eu")
