@@ -616,3 +616,98 @@ def test_bad_encryption_keys_name_the_variable_not_the_value(
     assert "PDAUTH_ENCRYPTION_KEYS" in message
     if secret_part is not None:
         assert secret_part not in message
+
+
+# -- the keeper and its webhook (pdauth.keeper, pdauth.webhooks) ---------------------------
+
+WEBHOOK_SECRET = "canary-webhook-secret-0123456789abcdef"
+
+
+def test_keeper_settings_have_safe_defaults() -> None:
+    settings = Settings.from_env(REQUIRED)
+    assert settings.keeper_interval == 60.0
+    assert settings.refresh_horizon is None
+    assert settings.webhook_url is None
+    assert settings.webhook_secret is None
+    assert settings.webhook_timeout == 5.0
+
+
+def test_keeper_settings_are_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        env(
+            webhook_url="https://app.example.com/hooks/pdauth?tenant=all",
+            webhook_secret=WEBHOOK_SECRET,
+            keeper_interval="30",
+            refresh_horizon="86400",
+            webhook_timeout="2.5",
+        )
+    )
+    assert settings.webhook_url == "https://app.example.com/hooks/pdauth?tenant=all"
+    assert settings.webhook_secret is not None
+    assert settings.webhook_secret.get_secret_value() == WEBHOOK_SECRET
+    assert settings.keeper_interval == 30.0
+    assert settings.refresh_horizon == 86400.0
+    assert settings.webhook_timeout == 2.5
+    assert WEBHOOK_SECRET not in repr(settings)
+    assert WEBHOOK_SECRET not in str(settings.model_dump())
+
+
+def test_empty_keeper_variables_mean_unset() -> None:
+    settings = Settings.from_env(env(webhook_url="", webhook_secret="", refresh_horizon=""))
+    assert settings.webhook_url is None
+    assert settings.webhook_secret is None
+    assert settings.refresh_horizon is None
+
+
+def test_a_webhook_on_loopback_may_use_http() -> None:
+    settings = Settings.from_env(
+        env(webhook_url="http://127.0.0.1:9000/hooks", webhook_secret=WEBHOOK_SECRET)
+    )
+    assert settings.webhook_url == "http://127.0.0.1:9000/hooks"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://app.example.com/hooks",
+        "ftp://app.example.com/hooks",
+        "https://user:pw@app.example.com/hooks",
+        "https://app.example.com/hooks#frag",
+        "/hooks",
+    ],
+)
+def test_a_bad_webhook_url_names_the_variable(url: str) -> None:
+    message = configuration_error(env(webhook_url=url, webhook_secret=WEBHOOK_SECRET))
+    assert "PDAUTH_WEBHOOK_URL" in message
+    assert WEBHOOK_SECRET not in message
+
+
+def test_a_webhook_needs_a_secret() -> None:
+    message = configuration_error(env(webhook_url="https://app.example.com/hooks"))
+    assert "PDAUTH_WEBHOOK_SECRET is required" in message
+
+
+def test_a_short_webhook_secret_is_refused_without_echoing_it() -> None:
+    message = configuration_error(
+        env(webhook_url="https://app.example.com/hooks", webhook_secret="canary-short")
+    )
+    assert "PDAUTH_WEBHOOK_SECRET must be at least 32 characters" in message
+    assert "canary-short" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("keeper_interval", "0"),
+        ("keeper_interval", "-5"),
+        ("keeper_interval", "nan"),
+        ("keeper_interval", "soon"),
+        ("refresh_horizon", "0"),
+        ("refresh_horizon", "inf"),
+        ("webhook_timeout", "0"),
+        ("webhook_timeout", "30"),
+    ],
+)
+def test_bad_keeper_durations_name_the_variable(name: str, value: str) -> None:
+    message = configuration_error(env(**{name: value}))
+    assert f"PDAUTH_{name.upper()}" in message

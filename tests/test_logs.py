@@ -23,12 +23,27 @@ def stream() -> Iterator[io.StringIO]:
     out = io.StringIO()
     root = logging.getLogger()
     old_level = root.level
+    # uvicorn (started by other tests in this process) gives its loggers their own handlers
+    # and stops propagation; route them to the root for this test, then put them back.
+    saved = {}
+    for name in ("httpx", "uvicorn", "uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        saved[name] = (logger.handlers[:], logger.propagate, logger.level, logger.disabled)
+        logger.handlers, logger.propagate, logger.level, logger.disabled = [], True, 0, False
     handler = configure_logging("DEBUG", "text", stream=out)
     try:
         yield out
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for name, (handlers, propagate, level, disabled) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate, logger.level, logger.disabled = (
+                handlers,
+                propagate,
+                level,
+                disabled,
+            )
 
 
 @pytest.mark.parametrize(

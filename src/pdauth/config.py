@@ -53,7 +53,17 @@ _BASE_URL_FIELDS = ("identity_url", "api_url", "api_url_eu")
 # Complete endpoint URLs (and the issuer, compared byte for byte): kept exactly as given.
 _ENDPOINT_FIELDS = ("authorize_url", "token_url", "revoke_url", "jwks_url", "issuer")
 # Optional fields where an empty variable means "not set".
-_EMPTY_IS_UNSET = (*_ENDPOINT_FIELDS, "session_secret", "api_keys", "redis_url")
+_EMPTY_IS_UNSET = (
+    *_ENDPOINT_FIELDS,
+    "session_secret",
+    "api_keys",
+    "redis_url",
+    "public_url",
+    "admin_password",
+    "webhook_url",
+    "webhook_secret",
+    "refresh_horizon",
+)
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
@@ -106,6 +116,21 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # The service (pdauth.service): its public base URL (default: redirect_uri minus
+    # "/callback"), the reverse proxies whose X-Forwarded-For is believed, the per-client limit
+    # on /connect and the callback (per minute; 0 = off), and the admin view's password.
+    public_url: str | None = None
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    connect_rate_limit: int = 30
+    admin_password: SecretStr | None = None
+    # The keeper (pdauth.keeper): seconds between runs, how close to its idle expiry a refresh
+    # token is refreshed (None: a quarter of its lifetime), and the optional webhook that
+    # learns of every outbox event (HMAC-SHA256 signed with webhook_secret; see pdauth.webhooks).
+    keeper_interval: float = 60.0
+    refresh_horizon: float | None = None
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_timeout: float = 5.0
 
     # -- construction ---------------------------------------------------------------------
 
@@ -255,6 +280,46 @@ class Settings(BaseSettings):
             raise ValueError("PDAUTH_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_url(value, "public_url", allow_query=False).rstrip("/")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in re.split(r"[\s,]+", value) if part)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    "PDAUTH_TRUSTED_PROXIES must list IP addresses or networks (e.g. 10.0.0.0/8)"
+                ) from None
+        return value
+
+    @field_validator("connect_rate_limit")
+    @classmethod
+    def _connect_rate_limit(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("PDAUTH_CONNECT_RATE_LIMIT must be 0 (off) or a positive number")
+        return value
+
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 12:
+            raise ValueError("PDAUTH_ADMIN_PASSWORD must be at least 12 characters")
+        return value
+
     @field_validator("http_timeout")
     @classmethod
     def _http_timeout(cls, value: float) -> float:
@@ -281,6 +346,48 @@ class Settings(BaseSettings):
                 f"PDAUTH_LEASE_SECONDS ({self.lease_seconds:g}) must be greater than "
                 f"PDAUTH_HTTP_TIMEOUT ({self.http_timeout:g})"
             )
+        return self
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_url(value, "webhook_url", allow_query=True)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_SESSION_SECRET:
+            raise ValueError(
+                f"PDAUTH_WEBHOOK_SECRET must be at least {_MIN_SESSION_SECRET} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @field_validator("keeper_interval", "refresh_horizon")
+    @classmethod
+    def _positive_seconds(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{_env(_field(info))} must be a positive number of seconds")
+        return value
+
+    @field_validator("webhook_timeout")
+    @classmethod
+    def _webhook_timeout(cls, value: float) -> float:
+        # Short: the keeper must not hang on a slow receiver (a retry comes soon enough).
+        if not (0 < value <= _MAX_HTTP_TIMEOUT):
+            raise ValueError(
+                f"PDAUTH_WEBHOOK_TIMEOUT must be more than 0 and at most {_MAX_HTTP_TIMEOUT:g} "
+                "seconds"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_is_signed(self) -> Settings:
+        # An unsigned webhook would let anyone who can reach the host app forge events.
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError("PDAUTH_WEBHOOK_URL is set: PDAUTH_WEBHOOK_SECRET is required too")
         return self
 
     # -- derived values -------------------------------------------------------------------
