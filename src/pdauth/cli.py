@@ -37,9 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subcommands register themselves here as the layers they call are built."""
+    from pdauth.commands.connect import add_connect_command
+    from pdauth.commands.connections import add_connections_command
+    from pdauth.commands.doctor import add_doctor_command
+    from pdauth.demo import add_demo_command
     from pdauth.emulator.cli import add_emulator_command
+    from pdauth.rotation import add_db_command, add_keys_command
+    from pdauth.service.cli import add_serve_command
 
     add_emulator_command(sub)
+    add_keys_command(sub)
+    add_db_command(sub)
+    add_serve_command(sub)
+    add_demo_command(sub)
+    add_connections_command(sub)
+    add_connect_command(sub)
+    add_doctor_command(sub)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,219 @@
+"""``pdauth demo``: the service and the PagerDuty emulator together on loopback, nothing to set up.
+
+The emulator (:class:`~pdauth.emulator.EmulatorServer`, port 9000 or any free one) serves
+identity, both regional APIs and its consent page; the service runs on the first free port of
+127.0.0.1:8000-8010, the ports the emulator's demo app (``pdauth-demo``) registers as redirect
+URIs. State lives in a local data directory (``./.pdauth``, mode 0700): a SQLite database
+(``demo.db``, migrated on start) and ``demo.env`` (mode 0600), where an encryption key, a
+session secret, an API key and an admin password are generated on first run and reused after,
+so connections survive restarts. Every visitor is signed in as ``demo-user``. Ctrl-C (or
+SIGTERM) stops both servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from pdauth.config import Settings
+from pdauth.crypto import format_key, generate_key
+
+__all__ = [
+    "DEMO_OWNER",
+    "add_demo_command",
+    "demo_app",
+    "demo_settings",
+    "load_or_create_secrets",
+    "run_demo",
+]
+
+DEMO_OWNER = "demo-user"
+DEMO_CLIENT_ID = "pdauth-demo"
+DEMO_CLIENT_SECRET = "pdauth-demo-secret"  # noqa: S105 - the emulator's public demo app
+SERVICE_PORTS = range(8000, 8011)  # the emulator's demo app registers these redirect URIs
+EMULATOR_PORT = 9000
+_SECRET_NAMES = (
+    "PDAUTH_ENCRYPTION_KEYS",
+    "PDAUTH_SESSION_SECRET",
+    "PDAUTH_API_KEYS",
+    "PDAUTH_ADMIN_PASSWORD",
+)
+
+
+def _generate_secrets() -> dict[str, str]:
+    return {
+        "PDAUTH_ENCRYPTION_KEYS": format_key(generate_key()),
+        "PDAUTH_SESSION_SECRET": secrets.token_urlsafe(32),
+        "PDAUTH_API_KEYS": "demo_" + secrets.token_urlsafe(24),
+        "PDAUTH_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+    }
+
+
+def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
+    """The demo's secrets from ``data_dir/demo.env``, generated (mode 0600) on first use."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env_file = data_dir / "demo.env"
+    if not env_file.exists():
+        values = _generate_secrets()
+        body = "".join(f"{name}={values[name]}\n" for name in _SECRET_NAMES)
+        # O_EXCL + 0600 from the start: the file is never readable by others, not even briefly.
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("# pdauth demo secrets (generated; keep private)\n" + body)
+        return values
+    if env_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        env_file.chmod(0o600)
+    values = {}
+    for line in env_file.read_text(encoding="utf-8").splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() in _SECRET_NAMES:
+            values[name.strip()] = value.strip()
+    missing = [name for name in _SECRET_NAMES if not values.get(name)]
+    if missing:
+        generated = _generate_secrets()
+        with env_file.open("a", encoding="utf-8") as handle:
+            for name in missing:
+                values[name] = generated[name]
+                handle.write(f"{name}={generated[name]}\n")
+    return values
+
+
+def demo_settings(
+    *, data_dir: Path, port: int, emulator_url: str, secrets_: Mapping[str, str]
+) -> Settings:
+    """Settings wiring the service to the emulator's demo app (no environment read)."""
+    return Settings.from_env(
+        dict(secrets_),
+        client_id=DEMO_CLIENT_ID,
+        client_secret=DEMO_CLIENT_SECRET,
+        redirect_uri=f"http://127.0.0.1:{port}/callback",
+        scopes="read write",
+        identity_url=emulator_url,
+        api_url=emulator_url,
+        api_url_eu=emulator_url + "/eu",
+        database_url=f"sqlite:///{data_dir.resolve() / 'demo.db'}",
+    )
+
+
+def _demo_owner(request: Request) -> str:
+    return DEMO_OWNER
+
+
+def demo_app(settings: Settings) -> Starlette:
+    """The service with every visitor signed in as the demo owner."""
+    from pdauth.service import create_app
+
+    return create_app(settings, _demo_owner)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a port is a number 0-65535") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is a number 0-65535")
+    return value
+
+
+def add_demo_command(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Register ``pdauth demo``."""
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the service and the PagerDuty emulator together on loopback",
+        description="Start a local PagerDuty emulator and the pdauth service wired to it; "
+        "open the printed URL and press Connect PagerDuty. Ctrl-C stops both.",
+    )
+    demo.add_argument(
+        "--data-dir", default=".pdauth", help="where the demo keeps its database and secrets"
+    )
+    demo.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="service port (default: first free of 8000-8010, the demo app's redirect URIs)",
+    )
+    demo.add_argument(
+        "--emulator-port", type=_port, default=None, help="emulator port (default 9000, or any)"
+    )
+    demo.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Exit codes: 0 stopped, 1 no free port."""
+    from pdauth.emulator import EmulatorConfig, EmulatorServer
+    from pdauth.logs import configure_logging
+    from pdauth.service.cli import register_secrets, serve_forever
+    from pdauth.service.server import bind_socket, uvicorn_config
+    from pdauth.store import upgrade
+
+    configure_logging("INFO")
+    data_dir = Path(args.data_dir)
+    values = load_or_create_secrets(data_dir)
+    ports = [args.port] if args.port is not None else list(SERVICE_PORTS)
+    sock = None
+    for port in ports:
+        try:
+            sock = bind_socket("127.0.0.1", port)
+            break
+        except OSError:
+            continue
+    if sock is None:
+        wanted = ports[0] if len(ports) == 1 else f"{ports[0]}-{ports[-1]}"
+        print(f"pdauth demo: no free port ({wanted}) on 127.0.0.1", file=sys.stderr)
+        return 1
+    try:
+        port = sock.getsockname()[1]
+        emulator_ports = (
+            [args.emulator_port] if args.emulator_port is not None else [EMULATOR_PORT, 0]
+        )
+        emulator = None
+        for emulator_port in emulator_ports:
+            try:
+                emulator = EmulatorServer(EmulatorConfig(), port=emulator_port).start()
+                break
+            except OSError:
+                continue
+        if emulator is None:
+            print("pdauth demo: cannot start the emulator (port taken)", file=sys.stderr)
+            return 1
+        try:
+            settings = demo_settings(
+                data_dir=data_dir, port=port, emulator_url=emulator.url, secrets_=values
+            )
+            register_secrets(settings)
+            upgrade(settings.database_url)
+            config = uvicorn_config(demo_app(settings), log_level="info")
+            config.load()
+            url = f"http://127.0.0.1:{port}/"
+            serve_forever(
+                uvicorn.Server(config),
+                sock,
+                [
+                    "pdauth demo: the service and a local PagerDuty emulator (not the real one)",
+                    f"  emulator      {emulator.url}  (consent page, REST API, /_emulator)",
+                    f"  JSON API      {url}api/v1  (API key and admin password: "
+                    f"{data_dir / 'demo.env'})",
+                    f"  database      {data_dir / 'demo.db'}",
+                    "Signed in as demo-user. The emulator starts empty each time, so connections "
+                    "from an earlier run will ask to be reconnected.",
+                    "Press Ctrl-C to stop.",
+                    "",
+                    f"Open {url}",
+                ],
+            )
+        finally:
+            emulator.stop()
+    finally:
+        sock.close()
+    return 0

@@ -1,0 +1,177 @@
+"""Connect sessions: one-time links a host backend mints so that its user can connect PagerDuty.
+
+Standalone deployments do not know who the browser's user is. The host application's backend
+(holding an API key) calls ``POST /api/v1/connect-sessions {"owner", "return_to"}`` and gets a
+URL valid for 10 minutes; its user opens it; the page binds the browser to that owner and offers
+the Connect button. The link token is an AES-256-GCM ciphertext made with the key ring
+(``pdauth.crypto``, associated data ``bind("pdauth.connect_session")``) of ``{owner, return_to,
+expires_at, jti}``: confidential (the owner id is not readable from the URL), unforgeable and
+stateless, so any instance can open it. Opening a link only *reads* it — link scanners and
+prefetchers fetch URLs — and the single use is enforced when the user presses the button:
+the ``jti`` is claimed in a :class:`UsedTokens` set (process memory by default; Redis ``SET NX``
+when ``PDAUTH_REDIS_URL`` is set, so a link works once across every instance).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pdauth.clock import Clock
+from pdauth.crypto import KeyRing, bind
+from pdauth.errors import CryptoError
+from pdauth.service.returnto import safe_return_to
+
+__all__ = [
+    "CONNECT_SESSION_LIFETIME",
+    "OWNER_PATTERN",
+    "ConnectSession",
+    "ConnectSessions",
+    "MemoryUsedTokens",
+    "RedisUsedTokens",
+    "UsedTokens",
+    "validate_owner",
+]
+
+CONNECT_SESSION_LIFETIME = 600.0
+MAX_OWNER_LENGTH = 255
+MAX_TOKEN_LENGTH = 2048
+_AD = bind("pdauth.connect_session")
+
+
+# No control characters anywhere and no space at either end. The same pattern is published in
+# the OpenAPI document, so the API accepts exactly what it documents. (Lone surrogates, which
+# JSON escapes can smuggle in but no UTF-8 text contains, are refused separately: they cannot
+# be encoded back out.)
+_NOT_AT_END = r"[^\u0000-\u0020\u007f-\u009f]"
+_INSIDE = r"[^\u0000-\u001f\u007f-\u009f]"
+OWNER_PATTERN = rf"^{_NOT_AT_END}(?:{_INSIDE}{{0,253}}{_NOT_AT_END})?$"
+_OWNER = re.compile(OWNER_PATTERN)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def validate_owner(value: object) -> str | None:
+    """An owner id as the host app gives it (1-255 characters, see OWNER_PATTERN), else None."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_OWNER_LENGTH:
+        return None
+    if _OWNER.fullmatch(value) is None or _SURROGATE.search(value):
+        return None  # fullmatch: "$" alone would let a final newline through
+    return value
+
+
+@dataclass(frozen=True)
+class ConnectSession:
+    """A decoded connect-session link (the token itself is never kept)."""
+
+    owner: str
+    return_to: str | None
+    expires_at: float
+    jti: str = field(repr=False)
+
+
+class UsedTokens(Protocol):
+    """Remembers which link ids were redeemed, at least until they expire."""
+
+    def claim(self, jti: str, expires_at: float, now: float) -> Awaitable[bool]:
+        """True the first time a ``jti`` is claimed, False ever after (until it expires)."""
+        ...
+
+
+class MemoryUsedTokens:
+    """Process-local set of redeemed link ids, purged as they expire."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._used: dict[str, float] = {}
+        self._max = max_entries
+
+    async def claim(self, jti: str, expires_at: float, now: float) -> bool:
+        if len(self._used) >= self._max:
+            self._used = {k: v for k, v in self._used.items() if v > now}
+        if jti in self._used:
+            return False
+        self._used[jti] = expires_at
+        return True
+
+
+class RedisUsedTokens:
+    """Redeemed link ids in Redis: ``SET key 1 NX EX ttl`` is one atomic round trip."""
+
+    def __init__(self, url: str, *, prefix: str = "pdauth:connect-session:") -> None:
+        import redis.asyncio as redis_asyncio  # optional dependency; imported only when used
+
+        self._redis: Any = redis_asyncio.Redis.from_url(url)
+        self._prefix = prefix
+
+    async def claim(self, jti: str, expires_at: float, now: float) -> bool:
+        ttl = max(1, int(expires_at - now) + 1)
+        return bool(await self._redis.set(self._prefix + jti, b"1", nx=True, ex=ttl))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+class ConnectSessions:
+    """Issues and opens connect-session link tokens."""
+
+    def __init__(
+        self,
+        key_ring: KeyRing,
+        used: UsedTokens,
+        clock: Clock,
+        *,
+        lifetime: float = CONNECT_SESSION_LIFETIME,
+    ) -> None:
+        self._keys = key_ring
+        self._used = used
+        self._clock = clock
+        self.lifetime = lifetime
+
+    def issue(self, owner: str, return_to: str | None) -> tuple[str, ConnectSession]:
+        """A new link token; ``return_to`` is reduced to a safe relative path or ``None``."""
+        if validate_owner(owner) is None:
+            raise ValueError("owner must be 1-255 printable characters")
+        session = ConnectSession(
+            owner=owner,
+            return_to=safe_return_to(return_to),
+            expires_at=self._clock.now() + self.lifetime,
+            jti=secrets.token_urlsafe(16),
+        )
+        payload = {
+            "o": session.owner,
+            "r": session.return_to,
+            "e": session.expires_at,
+            "j": session.jti,
+        }
+        return self._keys.encrypt(json.dumps(payload, separators=(",", ":")), _AD), session
+
+    def open(self, token: str) -> ConnectSession | None:
+        """The session a token names, or ``None`` if it is forged, malformed or expired."""
+        if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            return None
+        try:
+            data = json.loads(self._keys.decrypt_text(token, _AD))
+        except (CryptoError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        owner, return_to, expires_at, jti = (data.get(k) for k in ("o", "r", "e", "j"))
+        if validate_owner(owner) is None or not isinstance(jti, str):
+            return None
+        if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+            return None
+        if return_to is not None and safe_return_to(return_to) is None:
+            return None
+        assert isinstance(owner, str)
+        session = ConnectSession(owner, return_to, float(expires_at), jti)
+        return session if self._clock.now() < session.expires_at else None
+
+    async def redeem(self, session: ConnectSession) -> bool:
+        """Claim the link for good: True once, False when it was already used or has expired."""
+        now = self._clock.now()
+        if now >= session.expires_at:
+            return False
+        return await self._used.claim(session.jti, session.expires_at, now)

@@ -1,0 +1,142 @@
+"""Serving the service with uvicorn: in the foreground (``pdauth serve``, ``pdauth demo``) or on a
+background thread (real-browser tests, benchmarks).
+
+Two uvicorn settings matter for security and are fixed here: ``proxy_headers=False``, because
+uvicorn would otherwise believe ``X-Forwarded-For``/``-Proto`` from 127.0.0.1 and rewrite the
+client address — the service decides whom to believe itself (``PDAUTH_TRUSTED_PROXIES``,
+SECURITY-CHECKLIST.md item 41) — and ``server_header=False``. Access-log lines pass through
+pdauth's redaction filter (``pdauth.logs``) when logging is configured by the CLI, so the
+callback's ``code``/``state`` and connect-session tokens never reach a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["ServiceServer", "bind_socket", "uvicorn_config"]
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0 picks a free port); raises OSError when taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def uvicorn_config(
+    app: ASGIApp,
+    *,
+    access_log: bool = True,
+    log_level: str = "info",
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> uvicorn.Config:
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=log_level.lower(),
+        access_log=access_log,
+        lifespan="on",
+        ws="none",
+        proxy_headers=False,
+        server_header=False,
+        date_header=True,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        timeout_graceful_shutdown=2,
+    )
+    if access_log:
+        # Another uvicorn in this process (the demo's emulator) may have switched the shared
+        # access logger off; lines propagate to pdauth's redacting root handler.
+        logging.getLogger("uvicorn.access").propagate = True
+    return config
+
+
+class ServiceServer:
+    """An ASGI app served by uvicorn on a background thread; a context manager.
+
+    ``with ServiceServer(app, port=0) as srv: srv.url`` — binds first (so the port is known),
+    waits until uvicorn accepts connections, and on exit runs the app's lifespan shutdown,
+    joins the thread and closes the socket.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self._requested_port = port
+        self._sock = sock
+        self._startup_timeout = startup_timeout
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the service is not running")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> ServiceServer:
+        if self._server is not None:
+            raise RuntimeError("the service is already running")
+        sock = self._sock or bind_socket(self.host, self._requested_port)
+        config = uvicorn_config(self.app, access_log=False, log_level="warning")
+        config.load()
+        server = uvicorn.Server(config)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="pdauth-service", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the service did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        server, thread, sock = self._server, self._thread, self._sock
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout=15)
+        if sock is not None:
+            sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> ServiceServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,222 @@
+"""`pdauth demo` and `pdauth serve` as real processes: start, answer, stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from pdauth.crypto import format_key, generate_key
+from pdauth.service.server import bind_socket
+from pdauth.store import upgrade
+
+pytestmark = pytest.mark.slow
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Process:
+    """A child process whose output is collected by threads (no pipe can fill up)."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "pdauth", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._threads = [
+            threading.Thread(
+                target=self._drain, args=(self.popen.stdout, self.stdout), daemon=True
+            ),
+            threading.Thread(
+                target=self._drain, args=(self.popen.stderr, self.stderr), daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _drain(stream, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+        stream.close()
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in list(self.stdout):
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        pytest.fail(f"no {pattern!r} in output:\n{''.join(self.stdout)}\n{''.join(self.stderr)}")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            pytest.fail("the process did not stop on a signal")
+        for thread in self._threads:
+            thread.join(timeout=5)
+        return code
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDAUTH_")}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running(args: list[str], cwd: Path, env: dict[str, str]) -> Iterator[Process]:
+    process = Process(args, cwd, env)
+    try:
+        yield process
+    finally:
+        if process.popen.poll() is None:
+            process.stop()
+
+
+def _free_demo_port() -> int:
+    for port in range(8000, 8011):
+        try:
+            bind_socket("127.0.0.1", port).close()
+            return port
+        except OSError:
+            continue
+    pytest.fail("no free port in 8000-8010")
+
+
+def _flow(service: str, emulator: str) -> tuple[str, str]:
+    """Connect once through real sockets; returns the (code, state) that went by."""
+    with httpx.Client(base_url=service) as browser:
+        token = _CSRF.search(browser.get("/").text)
+        assert token
+        start = browser.post("/connect", data={"csrf_token": token.group(1)})
+        assert start.status_code == 303
+        params = dict(parse_qsl(urlsplit(start.headers["location"]).query))
+        answer = httpx.post(
+            emulator + "/_emulator/authorize", json={**params, "user": "admin@acme.example"}
+        )
+        callback = answer.json()["redirect"]
+        query = dict(parse_qsl(urlsplit(callback).query))
+        assert browser.get(callback).status_code == 303
+        assert "acme" in browser.get("/").text
+        return query["code"], query["state"]
+
+
+def test_demo_starts_connects_restarts_and_stops(tmp_path: Path) -> None:
+    port = _free_demo_port()
+    args = [
+        "demo",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--port",
+        str(port),
+        "--emulator-port",
+        "0",
+    ]
+    started = time.monotonic()
+    with running(args, tmp_path, _env()) as demo:
+        demo.wait_for(rf"Open http://127\.0\.0\.1:{port}/")
+        assert time.monotonic() - started < 60
+        emulator = demo.wait_for(r"emulator\s+(http://127\.0\.0\.1:\d+)").group(1)
+        service = f"http://127.0.0.1:{port}"
+        code, state = _flow(service, emulator)
+        assert demo.stop(signal.SIGINT) == 0
+    logs = "".join(demo.stdout + demo.stderr)
+    assert "GET /callback?code=[redacted]&state=[redacted]" in logs
+    assert code not in logs
+    assert state not in logs
+
+    data = tmp_path / "data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "demo.env").stat().st_mode) == 0o600
+    secrets_before = (data / "demo.env").read_text()
+    for line in secrets_before.splitlines()[1:]:
+        assert line.split("=", 1)[1] not in logs
+
+    # Restarted: same secrets and database. The emulator starts empty, so PagerDuty "forgot"
+    # the grant: the connection decrypts, is refused, turns needs_reauth, and reconnects.
+    with running(args, tmp_path, _env()) as demo:
+        demo.wait_for(rf"Open http://127\.0\.0\.1:{port}/")
+        emulator = demo.wait_for(r"emulator\s+(http://127\.0\.0\.1:\d+)").group(1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as browser:
+            home = browser.get("/").text
+            assert "status-active" in home
+            link = home.split('href="/connections/')[1].split('"')[0]
+            tried = browser.get(f"/connections/{link}", params={"try": "1"})
+            assert "Reconnect to restore it" in tried.text
+            assert "status-needs_reauth" in browser.get("/").text
+        _flow(f"http://127.0.0.1:{port}", emulator)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as browser:
+            tried = browser.get(f"/connections/{link}", params={"try": "1"})
+            assert 'id="try-users"' in tried.text
+        assert demo.stop(signal.SIGTERM) == 0
+    assert (data / "demo.env").read_text() == secrets_before
+
+
+def test_serve_runs_from_environment_and_stops_on_sigterm(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path}/serve.db"
+    upgrade(database_url)
+    env = _env(
+        PDAUTH_CLIENT_ID="pdauth-demo",
+        PDAUTH_CLIENT_SECRET="pdauth-demo-secret",
+        PDAUTH_REDIRECT_URI="http://127.0.0.1:8000/callback",
+        PDAUTH_ENCRYPTION_KEYS=format_key(generate_key("k1")),
+        PDAUTH_SESSION_SECRET="s" * 40,
+        PDAUTH_DATABASE_URL=database_url,
+        PDAUTH_API_KEYS="serve-api-key-0123456789",
+    )
+    with running(["serve", "--port", "0"], tmp_path, env) as serve:
+        base = serve.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        assert httpx.get(base + "/healthz").json() == {"status": "ok"}
+        spec = httpx.get(base + "/api/v1/openapi.json").json()
+        assert spec["info"]["title"] == "pdauth JSON API"
+        listed = httpx.get(
+            base + "/api/v1/connections",
+            headers={"authorization": "Bearer serve-api-key-0123456789"},
+        )
+        assert listed.json() == {"connections": [], "next_after": None}
+        assert serve.stop(signal.SIGTERM) == 0
+    assert "serve-api-key-0123456789" not in "".join(serve.stdout + serve.stderr)
+
+
+def test_serve_refuses_a_bad_configuration_or_an_old_schema(tmp_path: Path) -> None:
+    with running(["serve", "--port", "0"], tmp_path, _env()) as serve:
+        assert serve.popen.wait(timeout=60) == 2
+    assert "PDAUTH_CLIENT_ID is required" in "".join(serve.stderr)
+
+    env = _env(
+        PDAUTH_CLIENT_ID="x",
+        PDAUTH_REDIRECT_URI="http://127.0.0.1:8000/callback",
+        PDAUTH_ENCRYPTION_KEYS=format_key(generate_key("k1")),
+        PDAUTH_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db",
+    )
+    with running(["serve", "--port", "0"], tmp_path, env) as serve:
+        assert serve.popen.wait(timeout=60) == 2
+    assert "pdauth db upgrade" in "".join(serve.stderr)
