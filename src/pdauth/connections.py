@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -54,9 +55,11 @@ from pdauth.errors import (
     UnknownStateError,
 )
 from pdauth.identity import IdentityClient, PagerDutyUser
+from pdauth.logs import log_context
 from pdauth.metrics import observe_callback_outcome, refreshing_because
 from pdauth.oauth import (
     AuthorizationDenied,
+    AuthorizationGranted,
     CallbackQuery,
     TokenSet,
     app_token_scope,
@@ -72,7 +75,15 @@ from pdauth.oauth import (
     s256_challenge,
     state_digest,
 )
-from pdauth.store import AsyncStore, ConnectionRow, NewConnection, NewEvent, NewPending, Store
+from pdauth.store import (
+    AsyncStore,
+    ConnectionRow,
+    NewConnection,
+    NewEvent,
+    NewPending,
+    PendingRow,
+    Store,
+)
 from pdauth.tokens import (
     REFRESH_LIFETIME,
     RefreshDueReport,
@@ -93,6 +104,8 @@ __all__ = [
 PENDING_TTL = 600.0  # a pending authorization lives 10 minutes (RFC 9700 §2.1)
 MAX_OWNER_LENGTH = 255
 MAX_RETURN_TO_LENGTH = 512
+log = logging.getLogger("pdauth.connections")
+
 _LIST_PAGE = 1000
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:/%?]+")
 _PD_WEB_HOST = re.compile(r"([a-z0-9-]{1,63})\.(?:(eu)\.)?pagerduty\.com")
@@ -362,6 +375,7 @@ class Connector:
             ),
             now,
         )
+        log.info("connect flow started", extra={"owner": owner})
         return AuthorizationStart(url=url, state=state, binding=binding, expires_at=expires_at)
 
     async def complete(
@@ -389,11 +403,25 @@ class Connector:
         result = parse_callback(query, issuer=self._identity_issuer_if_known())
         pending = await self._store.consume_pending(state_digest(result.state))
         if pending is None:
+            log.info("callback refused: no pending authorization matches (unknown or used)")
             raise UnknownStateError(
                 "no pending authorization matches this callback (or it was used)"
             )
         now = self._clock.now()
+        # The rest of the callback's lines name the owner who began the flow.
+        with log_context(owner=pending.owner):
+            return await self._complete_pending(result, pending, binding, owner, now)
+
+    async def _complete_pending(
+        self,
+        result: AuthorizationGranted | AuthorizationDenied,
+        pending: PendingRow,
+        binding: str | None,
+        owner: str | None,
+        now: float,
+    ) -> tuple[Connection, str | None]:
         if pending.is_expired(now):
+            log.info("callback refused: the flow expired")
             raise FlowExpiredError("the connect link expired; start again")
         if (
             not isinstance(binding, str)
@@ -401,8 +429,10 @@ class Connector:
             or len(binding) > 256
             or not constant_time_equals(binding_digest(binding), pending.binding_hash)
         ):
+            log.info("callback refused: another browser session")
             raise BindingMismatchError("this callback belongs to another browser session")
         if owner is not None and not constant_time_equals(owner, pending.owner):
+            log.info("callback refused: another user")
             raise BindingMismatchError("this callback belongs to another user")
         if isinstance(result, AuthorizationDenied):
             await self._audit_failure(pending.owner, "denied", result.error)
@@ -439,6 +469,9 @@ class Connector:
             await self._revoke_quietly(tokens)
             await self._audit_failure(pending.owner, "rejected", _code_of(exc))
             raise
+        log.info(
+            "connection stored (user, region=%s)", account.region, extra={"connection_id": row.id}
+        )
         return Connection.from_row(row, self._settings.api_base_urls), pending.return_to
 
     def _identity_issuer_if_known(self) -> str | None:
@@ -589,6 +622,11 @@ class Connector:
             ),
         )
         self._tokens.invalidate(row.id)
+        log.info(
+            "connection stored (app, region=%s)",
+            app.region,
+            extra={"connection_id": row.id, "owner": owner},
+        )
         return Connection.from_row(row, self._settings.api_base_urls)
 
     # -- use -------------------------------------------------------------------------------
@@ -676,6 +714,12 @@ class Connector:
             if changed:
                 if pending is not None:
                     await self._store.add_event(audit, now)
+                log.info(
+                    "connection disconnected (revoked at PagerDuty: %s, revocation queued: %s)",
+                    revoked_remotely,
+                    pending is not None,
+                    extra={"connection_id": connection_id, "owner": row.owner},
+                )
                 break
             # The tokens moved (a refresh) or it was disconnected meanwhile: look again.
         else:
@@ -721,6 +765,7 @@ class Connector:
             await self._identity.revoke(token, hint)
 
     async def _audit_failure(self, owner: str, reason: str, code: str) -> None:
+        log.info("connect flow failed: %s (%s)", reason, code, extra={"owner": owner})
         # The audit trail must not hide the error the caller needs to see.
         with contextlib.suppress(StoreError):
             await self._store.add_event(

@@ -70,6 +70,11 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     (re.compile(rf"(?i)('(?:{_NAMES})'\s*:\s*)'(?:[^'\\]|\\.)*'"), rf"\1'{REDACTED}'"),
     # Query strings and form bodies: code=…&state=…   (also b'…' bytes reprs of bodies)
     (re.compile(rf"(?i)(?<![A-Za-z0-9_])((?:{_NAMES})=)[^&\s'\"<>]*"), rf"\1{REDACTED}"),
+    # Cookie headers (httpcore's DEBUG header tuples, raw header lines): session and binding
+    # cookies are bearer credentials. (b'set-cookie', b'…') / ("cookie", "…") / Cookie: …
+    (re.compile(r"(?i)(b?'(?:set-)?cookie',\s*b?)'[^']*'"), rf"\1'{REDACTED}'"),
+    (re.compile(r'(?i)(b?"(?:set-)?cookie",\s*b?)"[^"]*"'), rf'\1"{REDACTED}"'),
+    (re.compile(r"(?i)\b((?:set-)?cookie:\s*)[^\r\n]*"), rf"\1{REDACTED}"),
     # JWTs (id_tokens): three base64url segments starting with a JSON header.
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
     # PagerDuty token shapes (pdus+_0…, pdus+_1…), raw or percent-encoded '+'.

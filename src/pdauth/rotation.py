@@ -29,8 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pdauth.clock import Clock, SystemClock
+from pdauth.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Progress, epilog, print_json
+from pdauth.commands._output import report_error
 from pdauth.crypto import KeyRing, format_key, generate_key
-from pdauth.errors import ConfigurationError
+from pdauth.errors import ConfigurationError, CryptoError, StoreError
 from pdauth.store import ConnectionRow, Store
 from pdauth.tokens import token_binding
 
@@ -136,30 +138,50 @@ def _moved(key_ring: KeyRing, ciphertext: str | None, associated_data: bytes) ->
 # -- command line ----------------------------------------------------------------------------
 
 
+def _parser(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    return actions.add_parser(
+        name,
+        help=help_text,
+        description=help_text[:1].upper() + help_text[1:] + ".",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def add_keys_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pdauth keys generate|rotate``."""
-    keys = sub.add_parser("keys", help="generate encryption keys; re-encrypt under the newest")
+    keys = _parser(sub, "keys", "generate encryption keys; re-encrypt under the newest")
     actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
-    generate = actions.add_parser("generate", help="print a new key for PDAUTH_ENCRYPTION_KEYS")
+    generate = _parser(actions, "generate", "print a new key for PDAUTH_ENCRYPTION_KEYS")
     generate.add_argument("--id", dest="key_id", help="key id (default: date + random)")
+    generate.add_argument("--json", action="store_true", help='print {"key": …}')
     generate.set_defaults(handler=_cmd_keys_generate)
 
-    rotate = actions.add_parser(
+    rotate = _parser(
+        actions,
         "rotate",
-        help="re-encrypt every stored token under the first key of PDAUTH_ENCRYPTION_KEYS",
+        "re-encrypt every stored token under the first key of PDAUTH_ENCRYPTION_KEYS",
+    )
+    rotate.epilog = epilog(
+        "Resumable: each row commits on its own, so an interrupted run is simply started "
+        "again. Exit code 1 also means rows remain under an old key (run it again).",
     )
     rotate.add_argument("--database-url", help=f"default: ${_ENV_DB} or {_DEFAULT_DB}")
     rotate.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    rotate.add_argument("--json", action="store_true", help="print the report as JSON")
     rotate.set_defaults(handler=_cmd_keys_rotate)
 
 
 def add_db_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pdauth db upgrade``."""
-    db = sub.add_parser("db", help="database schema")
+    db = _parser(sub, "db", "database schema")
     actions = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    upgrade = actions.add_parser("upgrade", help="migrate the database to the newest schema")
+    upgrade = _parser(actions, "upgrade", "migrate the database to the newest schema")
     upgrade.add_argument("--database-url", help=f"default: ${_ENV_DB} or {_DEFAULT_DB}")
+    upgrade.add_argument("--json", action="store_true", help="print the result as JSON")
     upgrade.set_defaults(handler=_cmd_db_upgrade)
 
 
@@ -172,16 +194,19 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     try:
         key = generate_key(args.key_id)
     except ValueError as exc:
-        print(f"pdauth: {exc}", file=sys.stderr)
-        return 2
+        report_error("keys generate", str(exc))
+        return EXIT_USAGE
     # The key goes to stdout only (pipe it into your secret store); guidance to stderr.
-    print(format_key(key))
+    if args.json:
+        print_json({"key": format_key(key), "key_id": key.key_id})
+    else:
+        print(format_key(key))
     print(
         f"Add this entry LAST to {_ENV_KEYS} and deploy; then move it FIRST and deploy "
         "again; then run `pdauth keys rotate`. Keep the old keys until it reports 0 remaining.",
         file=sys.stderr,
     )
-    return 0
+    return EXIT_OK
 
 
 def _cmd_keys_rotate(args: argparse.Namespace) -> int:
@@ -189,28 +214,47 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
     try:
         key_ring = KeyRing.from_config(env.get(_ENV_KEYS, ""))
     except ConfigurationError as exc:
-        print(f"pdauth: {exc}", file=sys.stderr)
-        return 2
+        report_error("keys rotate", str(exc))
+        return EXIT_USAGE
     if args.batch_size < 1:
-        print("pdauth: --batch-size must be at least 1", file=sys.stderr)
-        return 2
+        report_error("keys rotate", "--batch-size must be at least 1")
+        return EXIT_USAGE
     store = Store(_database_url(args, env))
     try:
-
-        def progress(examined: int, reencrypted: int) -> None:
-            print(f"  examined {examined}, re-encrypted {reencrypted}", file=sys.stderr)
-
-        report = reencrypt_connections(
-            store, key_ring, batch_size=args.batch_size, progress=progress
-        )
+        # The bar counts every connection: rows already under the primary key are done too.
+        total = sum(store.count_by_status().values())
+        with Progress("re-encrypting", total) as bar:
+            report = reencrypt_connections(
+                store,
+                key_ring,
+                batch_size=args.batch_size,
+                progress=lambda examined, reencrypted: bar.update(
+                    examined, f"{reencrypted} re-encrypted"
+                ),
+            )
+            bar.update(total, f"{report.reencrypted} re-encrypted")
+    except (StoreError, CryptoError) as exc:
+        report_error("keys rotate", str(exc))
+        return EXIT_FAILURE
     finally:
         store.dispose()
-    print(
-        f"primary key {report.primary_key_id}: examined {report.examined}, "
-        f"re-encrypted {report.reencrypted}, raced {report.retried}, "
-        f"remaining {report.remaining}"
-    )
-    return 0 if report.remaining == 0 else 1
+    if args.json:
+        print_json(
+            {
+                "primary_key_id": report.primary_key_id,
+                "examined": report.examined,
+                "reencrypted": report.reencrypted,
+                "retried": report.retried,
+                "remaining": report.remaining,
+            }
+        )
+    else:
+        print(
+            f"primary key {report.primary_key_id}: examined {report.examined}, "
+            f"re-encrypted {report.reencrypted}, raced {report.retried}, "
+            f"remaining {report.remaining}"
+        )
+    return EXIT_OK if report.remaining == 0 else EXIT_FAILURE
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -218,7 +262,14 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     try:
         store.upgrade()
         revision = store.current_revision()
-        print(f"database {store.url} is at revision {revision}")
+    except StoreError as exc:
+        report_error("db upgrade", str(exc))
+        return EXIT_FAILURE
     finally:
         store.dispose()
-    return 0
+    # store.url has any password masked.
+    if args.json:
+        print_json({"database": store.url, "revision": revision})
+    else:
+        print(f"database {store.url} is at revision {revision}")
+    return EXIT_OK

@@ -49,6 +49,7 @@ row or column fails to decrypt.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import secrets
@@ -72,9 +73,12 @@ from pdauth.errors import (
     StoreError,
     TransportError,
 )
+from pdauth.logs import log_context
 from pdauth.metrics import observe_refresh, refresh_reason
 from pdauth.oauth import TokenSet, format_scopes, parse_scopes
 from pdauth.store import ConnectionRow, NewEvent
+
+log = logging.getLogger("pdauth.tokens")
 
 __all__ = [
     "REFRESH_FRACTION",
@@ -451,6 +455,21 @@ class TokenManager:
         seen_version: int | None,
     ) -> str:
         """Refresh under the lease, or wait for whoever holds it (see the module docstring)."""
+        # Every line of this refresh names the connection and its owner (never a token).
+        with log_context(connection_id=row.id, owner=row.owner):
+            return await self._refresh_in_context(
+                row, current, force=force, rejected=rejected, seen_version=seen_version
+            )
+
+    async def _refresh_in_context(
+        self,
+        row: ConnectionRow,
+        current: _Usable | None,
+        *,
+        force: bool,
+        rejected: str | None,
+        seen_version: int | None,
+    ) -> str:
         cid = row.id
         if self._no_lease:
             return await self._refresh_without_lease(row)
@@ -475,9 +494,11 @@ class TokenManager:
             ):
                 return current.token
             if self._clock.monotonic() >= give_up_at:
+                log.warning("refresh lease held by another worker too long; giving up")
                 raise LeaseUnavailableError(
                     f"connection {cid}: another worker held the refresh lease too long"
                 )
+            log.debug("refresh lease held by another worker; waiting for its result")
             await self._sleep(POLL_MIN + self._rng.random() * (POLL_MAX - POLL_MIN))
             seen = await self._read_active(cid)
             if seen.token_version != base_version:
@@ -499,6 +520,7 @@ class TokenManager:
     ) -> str:
         cid = leased.id
         lease_started = self._clock.monotonic()
+        log.info("refresh started: lease taken (reason=%s)", refresh_reason(rejected, force))
         released = False  # store_tokens / mark_needs_reauth release the lease themselves
         try:
             if leased.token_version != base_version:
@@ -518,13 +540,16 @@ class TokenManager:
                 tokens = await self._call_token_endpoint(leased, refresh_token, lease_started)
             except InvalidGrantError:
                 observe_refresh("invalid_grant", refresh_reason(rejected, force))
+                log.warning("refresh failed: PagerDuty refused the refresh token (invalid_grant)")
                 released = True
                 return await self._after_invalid_grant(leased, owner)
             except InvalidClientError:
                 observe_refresh("invalid_client", refresh_reason(rejected, force))
+                log.error("refresh failed: invalid_client (check the client id and secret)")
                 raise  # configuration: no connection is touched (finally releases the lease)
             except (TransportError, OAuthError) as exc:
                 observe_refresh("error", refresh_reason(rejected, force))
+                log.warning("refresh failed: %s", _error_code(exc))
                 await self._store.record_error(
                     cid, code=_error_code(exc), message=_error_message(exc), now=self._clock.now()
                 )
@@ -549,6 +574,7 @@ class TokenManager:
                 raise LeaseUnavailableError(
                     f"connection {cid}: the refresh outlived its lease; try again"
                 )
+            log.info("refresh succeeded (token_version=%d)", stored.token_version)
             return self._remember(cid, self._fresh(tokens, stored.token_version))
         finally:
             if not released:
@@ -693,6 +719,7 @@ class TokenManager:
             if owner is not None:
                 await self._release_quietly(cid, owner)
             raise LeaseUnavailableError(f"connection {cid}: refreshed concurrently; try again")
+        log.warning("connection needs re-authorization (reason=%s)", code)
         raise NeedsReauthError(cid, "PagerDuty no longer accepts this connection; reconnect it")
 
     async def _refresh_without_lease(self, row: ConnectionRow) -> str:

@@ -47,6 +47,7 @@ from pdauth.service.connect_sessions import (
 )
 from pdauth.service.cookies import CookieJar
 from pdauth.service.ratelimit import RateLimiter, TrustedProxies, client_address
+from pdauth.service.requestid import RequestIdMiddleware
 from pdauth.service.security import SecurityMiddleware, SecurityPolicy
 from pdauth.service.views import ApiError, Renderer
 
@@ -275,6 +276,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost, so even a 413/414/500 from the security layer carries a request id.
+            Middleware(RequestIdMiddleware),
             Middleware(SecurityMiddleware, policy=service.policy, render_error=_renderer(service)),
         ],
         exception_handlers={HTTPException: http_error, StoreError: store_error},
