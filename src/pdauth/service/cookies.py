@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
@@ -175,7 +176,13 @@ def _link(value: object) -> ConnectSession | None:
 
 
 def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # A finite number a float can hold: JSON also carries NaN, Infinity and 400-digit integers.
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def new_session(now: float) -> BrowserSession:
