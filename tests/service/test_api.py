@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from pdauth.clock import FrozenClock
 from pdauth.emulator import EmulatorConfig
@@ -289,3 +290,29 @@ async def test_the_openapi_document_is_served(api: httpx.AsyncClient) -> None:
         "/connections/{connection_id}/access-token",
         "/events",
     }
+
+
+async def test_vending_fails_closed_with_a_documented_503_when_the_key_is_gone(
+    app: Starlette,
+    browser_factory: BrowserFactory,
+    app_factory: AppFactory,
+    emulator_client: httpx.AsyncClient,
+) -> None:
+    """A token encrypted under a key no longer configured: a documented 503, never a 500."""
+    from pydantic import SecretStr
+
+    from pdauth.crypto import format_key, generate_key
+    from pdauth.service.openapi import openapi_document
+
+    connection_id = await connected(browser_factory, emulator_client)
+    settings = app.state.pdauth.settings
+    rekeyed = settings.model_copy(
+        update={"encryption_keys": SecretStr(format_key(generate_key("other")))}
+    )
+    client = browser_factory(None, target=app_factory(settings_=rekeyed))
+    client.headers.update(AUTH)
+    response = await client.post(f"/api/v1/connections/{connection_id}/access-token")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "decryption_failed"
+    documented = openapi_document("/api/v1")["paths"]["/connections/{connection_id}/access-token"]
+    assert "503" in documented["post"]["responses"]

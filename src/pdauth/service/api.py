@@ -25,9 +25,11 @@ from starlette.routing import Route
 from pdauth.connections import Connection
 from pdauth.errors import (
     ConnectionNotFoundError,
+    CryptoError,
     InvalidClientError,
     NeedsReauthError,
     OAuthError,
+    StoreError,
     TransportError,
 )
 from pdauth.service.app import Service
@@ -203,6 +205,13 @@ def routes(service: Service) -> list[Route]:
             raise ApiError(502, "pagerduty_unavailable", "PagerDuty could not be reached") from None
         except OAuthError:
             raise ApiError(502, "pagerduty_unavailable", "PagerDuty could not refresh") from None
+        except StoreError:
+            raise ApiError(503, "store_unavailable", "the database is unavailable; retry") from None
+        except CryptoError:
+            # A key missing from PDAUTH_ENCRYPTION_KEYS (or a damaged row): fail closed, say so.
+            raise ApiError(
+                503, "decryption_failed", "a stored token could not be decrypted (check the keys)"
+            ) from None
         return JSONResponse(
             {
                 "connection_id": connection.id,

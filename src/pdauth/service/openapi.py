@@ -338,6 +338,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "404": _error("No such connection."),
                         "409": _error("The connection needs re-authorization or was revoked."),
                         "502": _error("PagerDuty could not be reached or refused the client."),
+                        "503": _error(
+                            "The database is unavailable or a token could not be "
+                            "decrypted; retry later."
+                        ),
                         **_COMMON_ERRORS,
                     },
                 }
