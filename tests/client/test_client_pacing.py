@@ -229,12 +229,12 @@ def test_block_holds_every_request() -> None:
     assert admit(state, 5.0).probe
 
 
-def test_an_uncalibrated_window_is_probed_at_its_earliest_possible_end() -> None:
+def test_an_uncalibrated_window_is_probed_where_a_rounded_up_reset_ends_it() -> None:
     state = PacingState()
     probe = admit(state, 0.0)
     state.observe(probe, 0.0, RateLimitHeaders(1000, 900, 5.0), 200)  # ends in 4..6 s
-    early = state.lo + state.margin  # = hi - 1 second
     assert state.hi == pytest.approx(6.0)
+    early = state.hi - 1.0 + state.margin  # where it ends if the server rounds reset up
     ticket = admit(state, 0.0)
     assert not ticket.probe
     assert wait_of(state, 0.0) <= early  # wakes up for the early probe at the latest

@@ -16,6 +16,8 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -679,3 +681,70 @@ async def test_classic_pagination_stops_loudly_at_10000() -> None:
     assert seen == 10_000
     assert caught.value.path == "/users"
     assert emulator.rest("GET /users", 400) == 0  # never asked PagerDuty past the cap
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(path=st.text(max_size=60))
+def test_any_path_is_either_refused_or_stays_under_the_base(path: str) -> None:
+    client = PagerDutyClient(BASE + "/eu", StaticToken("t"), pacer=LocalPacer())
+    try:
+        url = httpx.URL(client._url(path))
+    except RequestRefusedError:
+        return
+    finally:
+        anyio.run(client.aclose)
+    assert (url.scheme, url.host, url.port) == ("http", "127.0.0.1", None)
+    assert url.path == "/eu" or url.path.startswith("/eu/")
+
+
+def odd_app() -> Starlette:
+    async def endpoint(request: Request) -> Response:
+        kind = request.path_params["kind"]
+        bodies: dict[str, tuple[int, bytes, str]] = {
+            "html401": (401, b"<html>Unauthorized</html>", "text/html"),
+            "list500": (500, b"[1, 2]", "application/json"),
+            "string403": (403, b'{"error": "nope", "required_scopes": ["a.read", 7]}', "x/y"),
+            "deep400": (400, b"[" * 5000 + b"]" * 5000, "application/json"),
+            "badcode404": (404, b'{"error": {"code": true, "message": 5}}', "application/json"),
+            "empty418": (418, b"", "text/plain"),
+        }
+        status, body, mime = bodies[kind]
+        return Response(body, status_code=status, media_type=mime)
+
+    return Starlette(routes=[Route("/odd/{kind}", endpoint, methods=["POST"])])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kind", "error", "status"),
+    [
+        ("html401", AuthenticationError, 401),
+        ("list500", PagerDutyAPIError, 500),
+        ("string403", ScopeError, 403),
+        ("deep400", PagerDutyAPIError, 400),
+        ("badcode404", PagerDutyAPIError, 404),
+        ("empty418", PagerDutyAPIError, 418),
+    ],
+)
+async def test_odd_error_bodies_still_give_typed_errors(
+    kind: str, error: type[PagerDutyAPIError], status: int
+) -> None:
+    async with PagerDutyClient(
+        BASE,
+        StaticToken("t"),
+        transport=httpx.ASGITransport(app=odd_app()),
+        pacer=LocalPacer(),
+        retries=RetryPolicy(retries=0),
+    ) as client:
+        with pytest.raises(error) as caught:
+            await client.post(f"/odd/{kind}", json={})
+    assert type(caught.value) is error
+    assert caught.value.status == status
+    assert caught.value.code is None
+    if kind == "string403":
+        assert isinstance(caught.value, ScopeError)
+        assert caught.value.message == "nope"
+        assert caught.value.required_scopes == ("a.read",)

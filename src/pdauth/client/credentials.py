@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 from pdauth.errors import AuthenticationError
@@ -58,7 +59,7 @@ class StaticToken:
     def __post_init__(self) -> None:
         _check(self.token, "access token")
 
-    @property
+    @cached_property
     def pacing_key(self) -> str:
         return _fingerprint("bearer", self.token)
 
@@ -80,7 +81,7 @@ class ApiKeyToken:
     def __post_init__(self) -> None:
         _check(self.key, "API key")
 
-    @property
+    @cached_property
     def pacing_key(self) -> str:
         return _fingerprint("api_key", self.key)
 

@@ -36,6 +36,7 @@ __all__ = [
     "Pacer",
     "SleepFn",
     "concurrency_limiter",
+    "concurrency_slot",
 ]
 
 SleepFn = Callable[[float], Awaitable[None]]
@@ -92,12 +93,22 @@ class LocalPacer:
         self._sleep = sleep
         self._mutex = threading.Lock()
         self._states: dict[str, PacingState] = {}
+        self._queued: dict[str, int] = {}  # callers waiting per key, on any event loop
         self._local: RunVar[dict[str, _LoopLocal]] = RunVar(f"pdauth-pacer-{id(self)}")
 
     def state(self, key: str) -> PacingState:
         """The pacing state of ``key`` (created empty); for inspection and tests."""
+        state = self._states.get(key)
+        if state is None:
+            with self._mutex:
+                state = self._states.setdefault(key, PacingState())
+        return state
+
+    def clear(self) -> None:
+        """Forget every credential's pacing state (tests that reuse credentials against a
+        fresh server; in production the state heals by itself within one window)."""
         with self._mutex:
-            return self._states.setdefault(key, PacingState())
+            self._states.clear()
 
     def _loop_local(self, key: str) -> _LoopLocal:
         try:
@@ -112,8 +123,24 @@ class LocalPacer:
 
     async def acquire(self, key: str, *, max_wait: float) -> Ticket:
         state = self.state(key)
+        now = self._clock.monotonic()
+        if not self._queued.get(key):
+            # Nobody is queued: no fairness to keep, so try without queueing.
+            with self._mutex:
+                decision = state.try_acquire(now)
+            if isinstance(decision, Ticket):
+                return decision
+        deadline = now + max(0.0, max_wait)
         local = self._loop_local(key)
-        deadline = self._clock.monotonic() + max(0.0, max_wait)
+        with self._mutex:
+            self._queued[key] = self._queued.get(key, 0) + 1
+        try:
+            return await self._queue(state, local, deadline)
+        finally:
+            with self._mutex:
+                self._queued[key] -= 1
+
+    async def _queue(self, state: PacingState, local: _LoopLocal, deadline: float) -> Ticket:
         async with local.lock:
             while True:
                 now = self._clock.monotonic()
@@ -148,13 +175,17 @@ class LocalPacer:
         state = self.state(key)
         with self._mutex:
             state.observe(ticket, self._clock.monotonic(), headers, status)
-        self._loop_local(key).notify()
+        self._wake(key)
 
     async def abandon(self, key: str, ticket: Ticket) -> None:
         state = self.state(key)
         with self._mutex:
             state.forget(ticket)
-        self._loop_local(key).notify()
+        self._wake(key)
+
+    def _wake(self, key: str) -> None:
+        if self._queued.get(key):  # only a queued caller ever waits on the event
+            self._loop_local(key).notify()
 
     async def block(self, key: str, seconds: float) -> None:
         state = self.state(key)
@@ -166,6 +197,29 @@ class LocalPacer:
 DEFAULT_PACER = LocalPacer()
 
 _LIMITERS: RunVar[dict[str, anyio.CapacityLimiter]] = RunVar("pdauth-concurrency")
+
+
+class _Slot:
+    """``async with`` a concurrency slot, without a scheduling round trip when one is free."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._limiter.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._limiter.release()
+
+
+def concurrency_slot(key: str, limit: int) -> _Slot:
+    """A slot of the per-credential concurrency limit (see :func:`concurrency_limiter`)."""
+    return _Slot(concurrency_limiter(key, limit))
 
 
 def concurrency_limiter(key: str, limit: int) -> anyio.CapacityLimiter:

@@ -143,7 +143,8 @@ class PacingState:
             return self._admit(now, probe=True)
         if avail >= 2:
             if self.next_slot - now > MIN_WAIT:
-                return min(self.next_slot, early) - now
+                wake = early if MIN_WAIT < early - now < self.next_slot - now else self.next_slot
+                return wake - now
             spare = avail - 1  # one request stays in reserve for the rollover probe
             ticket = self._admit(now, probe=False)
             self.next_slot = now + max(0.0, self.estimated_end() - now) / spare

@@ -115,7 +115,7 @@ if early and avail >= 1 and not probe and early - now <= MIN_WAIT then
 end
 if avail >= 2 then
   if next_slot and next_slot - now > MIN_WAIT then
-    if early and early < next_slot then return wait(early - now) end
+    if early and early - now > MIN_WAIT and early < next_slot then return wait(early - now) end
     return wait(next_slot - now)
   end
   local spare = avail - 1

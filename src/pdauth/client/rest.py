@@ -25,7 +25,7 @@ import anyio
 import httpx
 
 from pdauth.client.credentials import ApiKeyToken, StaticToken, TokenSource
-from pdauth.client.pacer import DEFAULT_PACER, Pacer, SleepFn, concurrency_limiter
+from pdauth.client.pacer import DEFAULT_PACER, Pacer, SleepFn, concurrency_slot
 from pdauth.client.pacing import parse_ratelimit_headers
 from pdauth.client.pagination import (
     entity_key,
@@ -143,11 +143,20 @@ class PagerDutyClient:
         ):
             raise ValueError("from_email must be the email address of a PagerDuty user")
         self._base = _normalise_base(base_url)
+        self._base_str = str(self._base)
+        self._base_path = _path_of(self._base)
         self._tokens = tokens
+        self._headers = {"Accept": ACCEPT, "User-Agent": _user_agent()}
+        if from_email is not None:
+            self._headers["From"] = from_email
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=False
-        )
+        if http is None:
+            # Our own client carries the fixed headers, so a request only adds Authorization.
+            http = httpx.AsyncClient(
+                transport=transport, timeout=timeout, follow_redirects=False, headers=self._headers
+            )
+            self._headers = {}
+        self._http = http
         self._timeout = timeout
         self._deadline = deadline
         self._max_concurrency = max_concurrency
@@ -156,9 +165,6 @@ class PagerDutyClient:
         self._policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
         self._sleep: SleepFn = sleep or anyio.sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self._headers = {"Accept": ACCEPT, "User-Agent": _user_agent()}
-        if from_email is not None:
-            self._headers["From"] = from_email
 
     @classmethod
     def from_token(
@@ -239,7 +245,7 @@ class PagerDutyClient:
         """
         method = method.upper()
         url = self._url(path)
-        where = _path_of(url)
+        where = self._where(url)
         extra = self._check_headers(headers)
         budget = self._deadline if deadline is None else deadline
         attempt_timeout = self._timeout if timeout is None else timeout
@@ -256,7 +262,7 @@ class PagerDutyClient:
             if left <= 0:
                 raise DeadlineExceededError(f"{method} {where}: the call's deadline passed")
             outcome = await self._attempt(
-                key, method, url, params, json, extra, auth, min(attempt_timeout, left), left
+                key, method, url, params, json, extra, auth, attempt_timeout, deadline_at
             )
             if isinstance(outcome, _Failure):
                 if failures < self._policy.retries and should_retry(
@@ -281,7 +287,7 @@ class PagerDutyClient:
                 continue
             if status == 429:
                 delay = self._policy.throttle_delay(
-                    parse_ratelimit_headers(response.headers),
+                    parse_ratelimit_headers(_ratelimit_fields(response)),
                     parse_retry_after(response.headers.get("retry-after"), self._clock.now()),
                     throttled,
                     self._rng.random(),
@@ -314,35 +320,38 @@ class PagerDutyClient:
         self,
         key: str,
         method: str,
-        url: httpx.URL,
+        url: httpx.URL | str,
         params: Params | None,
         json: Any,
         headers: dict[str, str],
         auth: str,
         attempt_timeout: float,
-        max_wait: float,
+        deadline_at: float,
     ) -> httpx.Response | _Failure:
         """One paced send: a concurrency slot, a pacer ticket, the request, the feedback."""
-        async with concurrency_limiter(key, self._max_concurrency):
-            ticket = await self._pacer.acquire(key, max_wait=max_wait)
+        async with concurrency_slot(key, self._max_concurrency):
+            ticket = await self._pacer.acquire(key, max_wait=deadline_at - self._clock.monotonic())
+            left = deadline_at - self._clock.monotonic()
+            if left <= 0:
+                await self._pacer.abandon(key, ticket)
+                raise DeadlineExceededError(f"{method} {self._where(url)}: the deadline passed")
+            attempt_timeout = min(attempt_timeout, left)
+            fixed = {**self._headers, **headers}
             request = self._http.build_request(
-                method,
-                url,
-                params=params,
-                json=json,
-                headers={**self._headers, **headers, "Authorization": auth},
+                method, url, params=params, json=json, headers=fixed or None,
                 timeout=attempt_timeout,
-            )
+            )  # fmt: skip
+            request.headers["Authorization"] = auth  # set last: nothing can override it
             try:
                 # httpx times each network phase separately, and an in-process transport not at
                 # all: this bounds the whole attempt, whatever the transport.
-                with anyio.fail_after(attempt_timeout):
+                with anyio.CancelScope(deadline=anyio.current_time() + attempt_timeout) as scope:
                     response = await self._http.send(request, follow_redirects=False)
+                if scope.cancelled_caught:
+                    raise TimeoutError
             except (httpx.TransportError, TimeoutError) as exc:
                 await self._pacer.abandon(key, ticket)
-                return self._transport_failure(
-                    exc, method, _path_of(url), attempt_timeout, max_wait
-                )
+                return self._transport_failure(exc, method, self._where(url), attempt_timeout, left)
             except BaseException:
                 await self._pacer.abandon(key, ticket)
                 raise
@@ -350,7 +359,7 @@ class PagerDutyClient:
                 key,
                 ticket,
                 status=response.status_code,
-                headers=parse_ratelimit_headers(response.headers),
+                headers=parse_ratelimit_headers(_ratelimit_fields(response)),
             )
             return response
 
@@ -459,7 +468,7 @@ class PagerDutyClient:
 
     # -- URLs, headers, bodies -------------------------------------------------------------
 
-    def _url(self, path: str) -> httpx.URL:
+    def _url(self, path: str) -> httpx.URL | str:
         """The absolute URL for ``path``; refuses anything outside the base URL, so the
         credential never travels elsewhere."""
         if not isinstance(path, str) or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in path):
@@ -467,34 +476,42 @@ class PagerDutyClient:
         if "\\" in path or path.startswith("//"):
             raise RequestRefusedError("the path must be relative to the API base URL")
         raw = path.split("?", 1)[0].split("#", 1)[0]
-        if any(seg.lower().replace("%2e", ".") in (".", "..") for seg in raw.split("/")):
+        if "." in raw and any(
+            seg.lower().replace("%2e", ".") in (".", "..") for seg in raw.split("/")
+        ):
             raise RequestRefusedError("the path must not contain '.' or '..' segments")
-        base_path = _path_of(self._base)
-        if _SCHEME.match(path):
-            try:
-                url = httpx.URL(path)
-            except httpx.InvalidURL:
-                raise RequestRefusedError("the URL is malformed") from None
-            if (
-                url.scheme != self._base.scheme
-                or url.host != self._base.host
-                or url.port != self._base.port
-                or url.userinfo
-                or not (url.path == base_path or url.path.startswith(base_path + "/"))
-            ):
-                raise RequestRefusedError(
-                    "refusing to send the PagerDuty credential to a URL outside the API base URL"
-                )
-        else:
-            url = httpx.URL(str(self._base) + "/" + path.lstrip("/"))
-        if not (url.path == base_path or url.path.startswith(base_path + "/")):
-            raise RequestRefusedError("the path must stay under the API base URL")
+        if "%" in raw and "%2e" in raw.lower():
+            raise RequestRefusedError("the path must not contain '.' or '..' segments")
+        if not _SCHEME.match(path):
+            # Relative, no dot segments, no authority: it cannot leave the base URL. A string
+            # is enough (httpx parses it once, when building the request).
+            return self._base_str + "/" + path.lstrip("/")
+        try:
+            url = httpx.URL(path)
+        except httpx.InvalidURL:
+            raise RequestRefusedError("the URL is malformed") from None
+        if (
+            url.scheme != self._base.scheme
+            or url.host != self._base.host
+            or url.port != self._base.port
+            or url.userinfo
+            or not (url.path == self._base_path or url.path.startswith(self._base_path + "/"))
+        ):
+            raise RequestRefusedError(
+                "refusing to send the PagerDuty credential to a URL outside the API base URL"
+            )
         return url
+
+    def _where(self, url: httpx.URL | str) -> str:
+        """The URL's path (no query: it may carry e-mail addresses) for messages and logs."""
+        if isinstance(url, str):
+            rest = url[len(self._base_str) + 1 :].split("?", 1)[0].split("#", 1)[0]
+            return f"{self._base_path}/{rest}".rstrip("/") or "/"
+        return _path_of(url) or "/"
 
     def _relative(self, path: str) -> str:
         """``path`` relative to the base URL (for pagination-style lookup)."""
-        full = _path_of(self._url(path))
-        return full[len(_path_of(self._base)) :] or "/"
+        return self._where(self._url(path))[len(self._base_path) :] or "/"
 
     @staticmethod
     def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -511,7 +528,7 @@ class PagerDutyClient:
             return None
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested beyond reason
             raise PagerDutyAPIError(
                 response.status_code,
                 "PagerDuty answered with a body that is not JSON",
@@ -529,7 +546,7 @@ class PagerDutyClient:
         scopes: list[str] = []
         try:
             body = response.json() if response.content.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if isinstance(body, Mapping):
             envelope = body.get("error")
@@ -554,6 +571,16 @@ class PagerDutyClient:
         if status == 403:
             return ScopeError(status, message, code, errors, method, where, required_scopes=scopes)
         return PagerDutyAPIError(status, message, code, errors, method, where)
+
+
+def _ratelimit_fields(response: httpx.Response) -> dict[str, str]:
+    """The ``ratelimit-*`` headers in one pass (httpx's case-insensitive lookups cost more)."""
+    found: dict[str, str] = {}
+    for name, value in response.headers.raw:
+        lowered = name.lower()
+        if lowered.startswith(b"ratelimit-"):
+            found[lowered.decode("latin-1")] = value.decode("latin-1")
+    return found
 
 
 def _scopes(value: Any) -> list[str]:
