@@ -36,10 +36,11 @@ from pdauth.errors import (
     StoreError,
     UnknownStateError,
 )
-from pdauth.store import AsyncStore, Store
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
+
+    from pdauth.store import AsyncStore, Store
 
 __all__ = [
     "CALLBACK_OUTCOMES",
@@ -358,6 +359,9 @@ _STORE_UP_HELP = "1 if the last read of the connection counts succeeded, else 0.
 
 def _sync_store(store: Store | AsyncStore) -> Store:
     # Called from the scrape's worker thread, so the synchronous Store is the one to use.
+    # Imported here: the REST client records metrics too and must not load the database layer.
+    from pdauth.store import AsyncStore
+
     return store.store if isinstance(store, AsyncStore) else store
 
 

@@ -46,6 +46,7 @@ from pdauth.errors import (
     ScopeError,
     TransportError,
 )
+from pdauth.metrics import observe_api, observe_pacing_delay, observe_rate_limited
 
 __all__ = ["DEFAULT_BASE_URL", "PagerDutyClient"]
 
@@ -304,6 +305,7 @@ class PagerDutyClient:
                         retry_after=delay,
                     )
                 _log.info("%s %s: 429, waiting %.2fs", method, where, delay)
+                observe_rate_limited(delay)
                 await self._pacer.block(key, delay)
                 continue
             if (
@@ -330,7 +332,9 @@ class PagerDutyClient:
     ) -> httpx.Response | _Failure:
         """One paced send: a concurrency slot, a pacer ticket, the request, the feedback."""
         async with concurrency_slot(key, self._max_concurrency):
-            ticket = await self._pacer.acquire(key, max_wait=deadline_at - self._clock.monotonic())
+            asked_at = self._clock.monotonic()
+            ticket = await self._pacer.acquire(key, max_wait=deadline_at - asked_at)
+            observe_pacing_delay(self._clock.monotonic() - asked_at)
             left = deadline_at - self._clock.monotonic()
             if left <= 0:
                 await self._pacer.abandon(key, ticket)
@@ -350,11 +354,13 @@ class PagerDutyClient:
                 if scope.cancelled_caught:
                     raise TimeoutError
             except (httpx.TransportError, TimeoutError) as exc:
+                observe_api(method, None)
                 await self._pacer.abandon(key, ticket)
                 return self._transport_failure(exc, method, self._where(url), attempt_timeout, left)
             except BaseException:
                 await self._pacer.abandon(key, ticket)
                 raise
+            observe_api(method, response.status_code)
             await self._pacer.complete(
                 key,
                 ticket,
