@@ -41,9 +41,13 @@ coverage: $(STAMP)
 	$(BIN)/coverage report --include='src/pdauth/oauth/*,src/pdauth/crypto.py' --fail-under=95
 
 ## bench: every benchmark in benchmarks/, tables printed, JSON in benchmarks/results/
+##        (a smoke run: `make bench BENCH_ARGS=--quick`; one alone: python benchmarks/bench_x.py)
+BENCH_ARGS ?=
 bench: $(STAMP) services
 	@mkdir -p benchmarks/results
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --json benchmarks/results/ || exit 1; done
+	@status=0; for b in benchmarks/bench_*.py; do echo "== $$b"; \
+	  $(BIN)/python $$b --json benchmarks/results/ $(BENCH_ARGS) || { echo "!! $$b failed"; status=1; }; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output

@@ -20,9 +20,7 @@ reported as skipped when the server is unreachable).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -30,12 +28,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import httpx
+from _common import write_report
 from starlette.requests import Request
 
 from pdauth.config import Settings
@@ -215,18 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("  ".join(f"{c!s:>15}" for c in cells))
 
-    if args.json:
-        out = Path(args.json)
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "benchmark": "bench_connect",
-            "quick": args.quick,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "results": results,
-        }
-        (out / "bench_connect.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_report(args.json, "bench_connect", {"quick": args.quick, "results": results})
     failed = any(row.get("failed") for row in results.values())
     return 1 if failed else 0
 

@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import httpx
 import sqlalchemy as sa
+from _common import write_report
 
 from pdauth.clock import SystemClock
 from pdauth.config import Settings
@@ -470,19 +470,13 @@ def main(argv: list[str]) -> int:
         except Exception as exc:  # report it and go on with the other backend
             print(f"{name}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
     print_table(rows, storms)
-    if args.json:
-        out = Path(args.json)
-        out.mkdir(parents=True, exist_ok=True)
-        report = {
-            "benchmark": "bench_tokens",
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "quick": args.quick,
-            "access_token": rows,
-            "refresh_storm": storms,
-            "targets": {"cache_hit_median_us": CACHE_TARGET_US, "db_growth": GROWTH_TARGET},
-        }
-        (out / "bench_tokens.json").write_text(json.dumps(report, indent=2))
+    report = {
+        "quick": args.quick,
+        "access_token": rows,
+        "refresh_storm": storms,
+        "targets": {"cache_hit_median_us": CACHE_TARGET_US, "db_growth": GROWTH_TARGET},
+    }
+    write_report(args.json, "bench_tokens", report)
     return 0
 
 
