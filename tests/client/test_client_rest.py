@@ -7,6 +7,7 @@ and pagination. Pacing under load is in ``test_client_pacing_emulator.py``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -686,16 +687,22 @@ async def test_classic_pagination_stops_loudly_at_10000() -> None:
 # -- bad input ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def eu_client() -> Iterator[PagerDutyClient]:
+    client = PagerDutyClient(BASE + "/eu", StaticToken("t"), pacer=LocalPacer())
+    yield client
+    anyio.run(client.aclose)
+
+
 @settings(max_examples=150, deadline=None)
 @given(path=st.text(max_size=60))
-def test_any_path_is_either_refused_or_stays_under_the_base(path: str) -> None:
-    client = PagerDutyClient(BASE + "/eu", StaticToken("t"), pacer=LocalPacer())
+def test_any_path_is_either_refused_or_stays_under_the_base(
+    eu_client: PagerDutyClient, path: str
+) -> None:
     try:
-        url = httpx.URL(client._url(path))
+        url = httpx.URL(eu_client._url(path))
     except RequestRefusedError:
         return
-    finally:
-        anyio.run(client.aclose)
     assert (url.scheme, url.host, url.port) == ("http", "127.0.0.1", None)
     assert url.path == "/eu" or url.path.startswith("/eu/")
 

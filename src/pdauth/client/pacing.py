@@ -27,7 +27,9 @@ The model, in four rules:
    still fits (it was reserved) and its answer says exactly how long to wait; if it had, the
    answer re-bases the budget. When even the reserve is spent, the next probe waits for the
    guaranteed end of the window. The estimate is calibrated at every observed rollover, so a
-   server that ceils ``reset`` does not cost a second per window.
+   server that ceils ``reset`` does not cost a second per window; before the first rollover,
+   one extra probe goes out where a ceiled ``reset`` would end the window (floor and ceil
+   read the same until then), costing one request if the server floors.
 
 With no headers seen yet, one probe request goes first and the others wait for its answer; if
 the server answers successfully without headers, pacing is off and only the concurrency limit
