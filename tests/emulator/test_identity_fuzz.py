@@ -132,7 +132,10 @@ def test_authorize_and_decision_never_fail_with_5xx() -> None:
     @FUZZ
     @given(query=forms, form=forms)
     def check(query: list[tuple[str, str]], form: list[tuple[str, str]]) -> None:
-        page = _run(app, lambda c: c.get("/oauth/authorize", params=tuple(query)))
+        try:
+            page = _run(app, lambda c: c.get("/oauth/authorize", params=tuple(query)))
+        except httpx.InvalidURL:
+            return  # longer than any URL httpx will send: nothing reaches the emulator
         assert page.status_code in (200, 302, 400)
         if page.status_code == 302:
             assert page.headers["location"].startswith("http://127.0.0.1:8000/callback")
