@@ -216,72 +216,73 @@ def one_run(window: str, name: str, limit: int, window_s: float, n: int, tls: Tl
     )
 
 
-async def overhead(n: int, repeats: int, workers: int) -> dict[str, Any]:
-    """Per-request time through pdauth vs raw httpx, in-process, limit never binding."""
+async def overhead(rounds: int, batch: int, workers: int) -> dict[str, Any]:
+    """Per-request time through pdauth vs raw httpx, in-process, with a limit that never binds.
+
+    Paired design: each round times one batch through each client, in alternating order, and
+    the result is the median of the per-round ratios, so that load from other processes on a
+    shared machine (which comes and goes over seconds) affects both sides of each pair alike.
+    """
     app = create_app(EmulatorConfig(rate_limit=10**9, rate_window=60))
     key = app.state.emulator.directory.api_keys["PACME01"].token
     base = "http://127.0.0.1"
     path = "/users?limit=1"
+    headers = {"Authorization": f"Token token={key}", "Accept": ACCEPT}
 
-    async def timed(call: Callable[[str], Awaitable[None]]) -> float:
-        latencies = Latencies()
-        counter = iter(range(n))
+    async def timed(call: Callable[[], Awaitable[None]]) -> float:
+        counter = iter(range(batch * workers))
 
         async def worker() -> None:
             for _ in counter:
-                start = time.perf_counter()
-                await call(path)
-                latencies.add(time.perf_counter() - start)
+                await call()
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(workers)))
         return time.perf_counter() - start
 
-    async def raw() -> float:
-        headers = {"Authorization": f"Token token={key}", "Accept": ACCEPT}
-        async with httpx.AsyncClient(
+    async with (
+        httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=base, headers=headers
-        ) as http:
-
-            async def call(p: str) -> None:
-                response = await http.get(p)
-                response.raise_for_status()
-                response.json()
-
-            return await timed(call)
-
-    async def ours() -> float:
-        async with PagerDutyClient(
+        ) as http,
+        PagerDutyClient(
             base,
             ApiKeyToken(key),
             transport=httpx.ASGITransport(app=app),
             pacer=LocalPacer(),
             max_concurrency=workers,
-        ) as client:
+        ) as client,
+    ):
 
-            async def call(p: str) -> None:
-                await client.get(p)
+        async def raw() -> None:
+            response = await http.get(path)
+            response.raise_for_status()
+            response.json()
 
-            return await timed(call)
+        async def ours() -> None:
+            await client.get(path)
 
-    await raw()  # warm up imports, caches and the emulator
-    await ours()
-    raws, pdauths = [], []
-    for _ in range(repeats):  # interleaved, so background load hits both alike
-        raws.append(await raw())
-        pdauths.append(await ours())
-    # The fastest of the interleaved repeats is the least disturbed by other load on a shared
-    # machine; the medians are reported too.
-    raw_s, ours_s = min(raws), min(pdauths)
+        await timed(raw)  # warm up imports, caches, the emulator and the pacer
+        await timed(ours)
+        ratios, raw_times, our_times = [], [], []
+        for i in range(rounds):
+            if i % 2:
+                our_s, raw_s = await timed(ours), await timed(raw)
+            else:
+                raw_s, our_s = await timed(raw), await timed(ours)
+            ratios.append(our_s / raw_s)
+            raw_times.append(raw_s)
+            our_times.append(our_s)
+    n = batch * workers
+    raw_us = statistics.median(raw_times) / n * 1e6
+    our_us = statistics.median(our_times) / n * 1e6
     return {
-        "requests": n,
+        "rounds": rounds,
+        "requests_per_round": n,
         "workers": workers,
-        "repeats": repeats,
-        "raw_httpx_us_per_request": round(raw_s / n * 1e6, 1),
-        "pdauth_us_per_request": round(ours_s / n * 1e6, 1),
-        "overhead_us_per_request": round((ours_s - raw_s) / n * 1e6, 1),
-        "ratio": round(ours_s / raw_s, 3),
-        "ratio_of_medians": round(statistics.median(pdauths) / statistics.median(raws), 3),
+        "raw_httpx_us_per_request": round(raw_us, 1),
+        "pdauth_us_per_request": round(our_us, 1),
+        "overhead_us_per_request": round(our_us - raw_us, 1),
+        "ratio": round(statistics.median(ratios), 3),
     }
 
 
@@ -295,10 +296,10 @@ def main() -> int:
     # (~70 pages of 100 users per second here), so the limit, not the CPU, is what binds.
     if args.quick:
         plans = [("pagerduty 960/60s", 960, 60.0, 120), ("short 150/5s", 150, 5.0, 450)]
-        overhead_n, repeats = 1000, 3
+        rounds, batch = 20, 25
     else:
         plans = [("pagerduty 960/60s", 960, 60.0, 1920), ("short 150/5s", 150, 5.0, 900)]
-        overhead_n, repeats = 1000, 9
+        rounds, batch = 60, 50
 
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -307,7 +308,7 @@ def main() -> int:
             for name in ("pdauth", "pagerduty", "httpx+reset"):
                 print(f"… {window}: {name}, N={n}", flush=True)
                 runs.append(one_run(window, name, limit, window_s, n, tls))
-    costs = [asyncio.run(overhead(overhead_n, repeats, w)) for w in (1, WORKERS)]
+    costs = [asyncio.run(overhead(rounds, batch, w)) for w in (1, WORKERS)]
 
     header = f"{'window':<18} {'client':<12} {'N':>5} {'wall s':>8} {'rate/L':>7} "
     header += f"{'sustained/L':>12} {'429s':>6} {'longest call s':>15}"
@@ -323,10 +324,10 @@ def main() -> int:
     print()
     for cost in costs:
         print(
-            f"overhead, in-process, {cost['requests']} requests, {cost['workers']} worker(s): "
-            f"raw httpx {cost['raw_httpx_us_per_request']} µs/req, pdauth "
-            f"{cost['pdauth_us_per_request']} µs/req, ratio {cost['ratio']} (target <= 1.15; "
-            f"ratio of medians {cost['ratio_of_medians']})"
+            f"overhead, in-process, {cost['workers']} worker(s), {cost['rounds']} paired rounds "
+            f"of {cost['requests_per_round']} requests: raw httpx "
+            f"{cost['raw_httpx_us_per_request']} µs/req, pdauth {cost['pdauth_us_per_request']} "
+            f"µs/req, median ratio {cost['ratio']} (target <= 1.15)"
         )
     ours = [r for r in runs if r.client == "pdauth"]
     targets = {
