@@ -6,22 +6,41 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
 export PDAUTH_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/pdauth_test
 
-.PHONY: demo test check lint typecheck pytest coverage bench services clean
+.PHONY: demo test check lint typecheck pytest pytest-fast coverage bench schema services clean
 
+# The test toolchain (dev extras: linters, type checker, fuzzers, browsers' driver, frameworks).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	$(PIP) install -e '.[dev]'
+	@touch $(STAMP) $(DEMO_STAMP)
+
+# The demo needs the bare package only (SQLite, the emulator): no extras, no dev tools.
+$(DEMO_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	@touch $(DEMO_STAMP)
 
 ## demo: run the service and the PagerDuty emulator together on loopback (SQLite)
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/pdauth demo
 
 ## test: lint, type-check and the whole test suite with coverage (installs what it needs)
 test: $(STAMP) services lint typecheck pytest coverage
+
+## check: the fast lane: lint, types and the tests not marked slow/postgres/browser/evidence/multi
+check: $(STAMP) lint typecheck pytest-fast
+
+pytest-fast: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -q \
+	  -m "not slow and not postgres and not browser and not evidence and not multi"
+
+## schema: fetch PagerDuty's published REST schema (pinned, checksummed) for the conformance tests
+schema:
+	@$(PYTHON) scripts/fetch_schema.py
 
 services:
 	@bash scripts/ensure-services.sh
@@ -54,4 +73,4 @@ bench: $(STAMP) services
 	done; exit $$status
 
 clean:
-	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output
+	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output .cache
