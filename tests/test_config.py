@@ -28,6 +28,7 @@ URL_FIELDS = [
     "PDAUTH_TOKEN_URL",
     "PDAUTH_REVOKE_URL",
     "PDAUTH_JWKS_URL",
+    "PDAUTH_DISCOVERY_URL",
     "PDAUTH_ISSUER",
     "PDAUTH_API_URL",
     "PDAUTH_API_URL_EU",
@@ -110,6 +111,10 @@ def test_defaults_and_derived_endpoints() -> None:
     assert settings.lease_seconds == 30.0
     assert settings.log_level == "INFO"
     assert settings.log_format == "text"
+    assert settings.redis_prefix == "pdauth:"
+    assert settings.metrics_token is None
+    assert settings.token_auth_method == "client_secret_post"
+    assert settings.discovery_url is None
 
 
 def test_key_ring_comes_from_the_encryption_keys() -> None:
@@ -711,3 +716,66 @@ def test_a_short_webhook_secret_is_refused_without_echoing_it() -> None:
 def test_bad_keeper_durations_name_the_variable(name: str, value: str) -> None:
     message = configuration_error(env(**{name: value}))
     assert f"PDAUTH_{name.upper()}" in message
+
+
+# -- Redis prefix, metrics token, token endpoint authentication, discovery -----------------
+
+
+@pytest.mark.parametrize("value", ["pdauth:", "tenant-a/pdauth:", "x", "{pd}:", "p" * 64])
+def test_redis_prefix_is_kept(value: str) -> None:
+    assert Settings.from_env(env(redis_prefix=value)).redis_prefix == value
+
+
+@pytest.mark.parametrize("value", ["", "   ", "pd auth:", "pd\tauth", "pd\x00", "pdé:", "p" * 65])
+def test_bad_redis_prefixes_are_refused(value: str) -> None:
+    message = configuration_error(env(redis_prefix=value))
+    assert "PDAUTH_REDIS_PREFIX" in message
+
+
+def test_metrics_token_is_a_long_secret() -> None:
+    token = "canary-metrics-token-0123456789abcdef"
+    settings = Settings.from_env(env(metrics_token=token))
+    assert settings.metrics_token is not None
+    assert settings.metrics_token.get_secret_value() == token
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
+        assert token not in text
+    assert Settings.from_env(env(metrics_token="")).metrics_token is None
+    message = configuration_error(env(metrics_token="canary-short-metrics"))
+    assert "PDAUTH_METRICS_TOKEN must be at least 32 characters" in message
+    assert "canary-short-metrics" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("client_secret_post", "client_secret_post"),
+        ("client_secret_basic", "client_secret_basic"),
+        (" Client_Secret_Basic ", "client_secret_basic"),
+    ],
+)
+def test_token_auth_method(value: str, expected: str) -> None:
+    settings = Settings.from_env(env(token_auth_method=value, client_secret=CANARY_CLIENT_SECRET))
+    assert settings.token_auth_method == expected
+
+
+@pytest.mark.parametrize("value", ["basic", "private_key_jwt", "none", ""])
+def test_unknown_token_auth_methods_are_refused(value: str) -> None:
+    message = configuration_error(env(token_auth_method=value, client_secret=CANARY_CLIENT_SECRET))
+    assert "PDAUTH_TOKEN_AUTH_METHOD is invalid" in message
+
+
+def test_basic_authentication_needs_a_client_secret() -> None:
+    message = configuration_error(env(token_auth_method="client_secret_basic"))
+    assert "PDAUTH_TOKEN_AUTH_METHOD=client_secret_basic needs PDAUTH_CLIENT_SECRET" in message
+    # A public client with the default method is fine.
+    assert Settings.from_env(REQUIRED).token_auth_method == "client_secret_post"
+
+
+def test_discovery_url_overrides_pagerdutys_path() -> None:
+    url = "https://login.example.com/realms/x/.well-known/openid-configuration"
+    settings = Settings.from_env(env(discovery_url=url))
+    assert settings.discovery_url == url
+    assert settings.discovery_endpoint == url
+    assert Settings.from_env(env(discovery_url="")).discovery_endpoint == (
+        "https://identity.pagerduty.com/global/oauth/anonymous/.well-known/openid-configuration"
+    )

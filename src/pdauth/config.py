@@ -51,7 +51,14 @@ _DISCOVERY_PATH = "/global/oauth/anonymous/.well-known/openid-configuration"
 # Base URLs get paths appended, so a trailing slash is dropped and a query refused.
 _BASE_URL_FIELDS = ("identity_url", "api_url", "api_url_eu")
 # Complete endpoint URLs (and the issuer, compared byte for byte): kept exactly as given.
-_ENDPOINT_FIELDS = ("authorize_url", "token_url", "revoke_url", "jwks_url", "issuer")
+_ENDPOINT_FIELDS = (
+    "authorize_url",
+    "token_url",
+    "revoke_url",
+    "jwks_url",
+    "discovery_url",
+    "issuer",
+)
 # Optional fields where an empty variable means "not set".
 _EMPTY_IS_UNSET = (
     *_ENDPOINT_FIELDS,
@@ -63,6 +70,7 @@ _EMPTY_IS_UNSET = (
     "webhook_url",
     "webhook_secret",
     "refresh_horizon",
+    "metrics_token",
 )
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -70,6 +78,7 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _MAX_HTTP_TIMEOUT = 25.0  # PagerDuty authorization codes live 30 s; leave room to spare.
 _MIN_SESSION_SECRET = 32
+_REDIS_PREFIX = re.compile(r"[\x21-\x7e]{1,64}")
 _URL_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@")
 
 # Set by from_env so that only the mapping it was given is read (not os.environ).
@@ -107,11 +116,17 @@ class Settings(BaseSettings):
     token_url: str | None = None
     revoke_url: str | None = None
     jwks_url: str | None = None
+    discovery_url: str | None = None
+    # How the client authenticates at the token and revocation endpoints (RFC 6749 §2.3.1):
+    # PagerDuty documents client_secret_post; every compliant server supports client_secret_basic.
+    token_auth_method: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post"  # noqa: S105 - a method name, not a password
     issuer: str | None = None
     api_url: str = "https://api.pagerduty.com"
     api_url_eu: str = "https://api.eu.pagerduty.com"
     api_keys: SecretStr | None = None
     redis_url: str | None = None
+    # Prepended to every Redis key pdauth writes, so several deployments can share one Redis.
+    redis_prefix: str = "pdauth:"
     http_timeout: float = 10.0
     lease_seconds: float = 30.0
     log_level: str = "INFO"
@@ -123,6 +138,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     connect_rate_limit: int = 30
     admin_password: SecretStr | None = None
+    # The bearer token /metrics requires from a scraper; None: the service decides (loopback).
+    metrics_token: SecretStr | None = None
     # The keeper (pdauth.keeper): seconds between runs, how close to its idle expiry a refresh
     # token is refreshed (None: a quarter of its lifetime), and the optional webhook that
     # learns of every outbox event (HMAC-SHA256 signed with webhook_secret; see pdauth.webhooks).
@@ -242,7 +259,7 @@ class Settings(BaseSettings):
                 )
         return tuple(dict.fromkeys(value))
 
-    @field_validator("app_kind", "log_format", mode="before")
+    @field_validator("app_kind", "log_format", "token_auth_method", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -278,6 +295,16 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme.lower() not in ("redis", "rediss", "unix"):
             raise ValueError("PDAUTH_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _redis_prefix(cls, value: str) -> str:
+        if not _REDIS_PREFIX.fullmatch(value):
+            raise ValueError(
+                "PDAUTH_REDIS_PREFIX must be 1 to 64 printable ASCII characters without spaces "
+                "(e.g. pdauth:)"
+            )
         return value
 
     @field_validator("public_url")
@@ -320,6 +347,16 @@ class Settings(BaseSettings):
             raise ValueError("PDAUTH_ADMIN_PASSWORD must be at least 12 characters")
         return value
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_SESSION_SECRET:
+            raise ValueError(
+                f"PDAUTH_METRICS_TOKEN must be at least {_MIN_SESSION_SECRET} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
     @field_validator("http_timeout")
     @classmethod
     def _http_timeout(cls, value: float) -> float:
@@ -345,6 +382,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"PDAUTH_LEASE_SECONDS ({self.lease_seconds:g}) must be greater than "
                 f"PDAUTH_HTTP_TIMEOUT ({self.http_timeout:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _basic_needs_a_secret(self) -> Settings:
+        # HTTP Basic authenticates with the client secret; a public client has none to send.
+        basic = self.token_auth_method == "client_secret_basic"  # noqa: S105 - not a password
+        if basic and self.client_secret is None:
+            raise ValueError(
+                "PDAUTH_TOKEN_AUTH_METHOD=client_secret_basic needs PDAUTH_CLIENT_SECRET "
+                "(a public client sends only its client id)"
             )
         return self
 
@@ -419,8 +467,9 @@ class Settings(BaseSettings):
 
     @property
     def discovery_endpoint(self) -> str:
-        """The identity service's OIDC discovery document."""
-        return self.identity_url + _DISCOVERY_PATH
+        """The identity service's OIDC discovery document (``PDAUTH_DISCOVERY_URL`` or
+        PagerDuty's path under the identity URL)."""
+        return self.discovery_url or self.identity_url + _DISCOVERY_PATH
 
     @property
     def revocation_endpoint(self) -> str | None:
