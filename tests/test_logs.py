@@ -155,6 +155,224 @@ def test_any_query_value_of_a_secret_parameter_is_redacted(value: str) -> None:
         "client_secret",
         "code_verifier",
     ):
-        assert value not in redact(f"/callback?x=1&{name}={value}").split("?", 1)[1].replace(
-            "x=1", ""
+        # The whole value goes, and nothing else (comparing the full line keeps a value that
+        # happens to spell part of the parameter's name from failing the check).
+        assert redact(f"/callback?x=1&{name}={value}") == f"/callback?x=1&{name}={REDACTED}"
+
+
+# -- the host's loggers (pdauth embedded in someone else's app) ---------------------------------
+
+HOST_LOGGERS = (
+    "",
+    "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
+    "gunicorn.access",
+    "gunicorn.error",
+    "django",
+    "django.server",
+    "django.request",
+    "werkzeug",
+)
+CODE = "CANARYHOSTCODE0123456789"
+STATE = "CANARYHOSTSTATE0123456789abcdef"
+CALLBACK = f"/pagerduty/callback?code={CODE}&state={STATE}"
+
+
+@pytest.fixture
+def host_logging() -> Iterator[None]:
+    """Save and restore the host loggers' handlers, filters, levels and propagation."""
+    saved = {}
+    for name in HOST_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (
+            logger.handlers[:],
+            logger.filters[:],
+            logger.propagate,
+            logger.level,
+            logger.disabled,
         )
+    try:
+        yield
+    finally:
+        for name, (handlers, filters, propagate, level, disabled) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.filters = handlers, filters
+            logger.propagate, logger.level, logger.disabled = propagate, level, disabled
+
+
+def leaked(text: str) -> list[str]:
+    from tests.test_connections_canary import leaks
+
+    return leaks(text.encode(), [CODE, STATE, ACCESS, "a-host-client-secret-for-the-canary"])
+
+
+def capture(name: str, formatter: logging.Formatter) -> io.StringIO:
+    """A handler of the host's own kind on logger ``name`` (no propagation), writing here."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(name)
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.disabled = False
+    return out
+
+
+def test_uvicorn_access_log_keeps_its_format_and_loses_the_code(host_logging: None) -> None:
+    """A real uvicorn server with its default logging config, configured after protection."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from pdauth.logs import protect_host_loggers
+    from pdauth.service.server import bind_socket
+
+    async def callback(request: object) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/pagerduty/callback", callback)])
+    protect_host_loggers()
+    # uvicorn's own dictConfig runs now, *after* protection, replacing the handlers.
+    config = uvicorn.Config(app, log_config=uvicorn.config.LOGGING_CONFIG, access_log=True)
+    config.load()
+    access = logging.getLogger("uvicorn.access")
+    assert isinstance(access.handlers[0].formatter, uvicorn.logging.AccessFormatter)
+    out = io.StringIO()
+    access.handlers[0].setStream(out)  # type: ignore[attr-defined]
+    server = uvicorn.Server(config)
+    sock = bind_socket("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    try:
+        while not server.started:
+            assert thread.is_alive(), "uvicorn did not start"
+            assert time.monotonic() < deadline, "uvicorn did not start in time"
+            time.sleep(0.005)
+        port = sock.getsockname()[1]
+        assert httpx.get(f"http://127.0.0.1:{port}{CALLBACK}").text == "ok"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+    text = out.getvalue()
+    assert '"GET /pagerduty/callback?code=[redacted]&state=[redacted] HTTP/1.1" 200' in text
+    assert leaked(text) == []
+
+
+def test_uvicorn_access_formatter_would_print_the_code_unprotected(host_logging: None) -> None:
+    """Negative control: the same record through the same formatter, no protection."""
+    import uvicorn.logging
+
+    out = capture("uvicorn.access", uvicorn.logging.AccessFormatter("%(request_line)s"))
+    logging.getLogger("uvicorn.access").filters = []
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", CALLBACK, "1.1", 303
+    )
+    assert CODE in out.getvalue()
+
+
+def test_werkzeug_request_line_is_redacted(host_logging: None) -> None:
+    """A real werkzeug development server logs the request line; the code is gone from it."""
+    import threading
+
+    import httpx
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+
+    from pdauth.logs import protect_host_loggers
+
+    out = capture("werkzeug", logging.Formatter("%(name)s %(message)s"))
+    protect_host_loggers()
+    server = make_server("127.0.0.1", 0, Response("ok"))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        httpx.get(f"http://127.0.0.1:{server.server_port}{CALLBACK}")
+    finally:
+        server.shutdown()
+        thread.join(timeout=15)
+    text = out.getvalue()
+    assert "GET /pagerduty/callback?code=[redacted]&state=[redacted] HTTP/1.1" in text
+    assert leaked(text) == []
+
+
+def test_django_server_and_request_loggers_are_redacted(host_logging: None) -> None:
+    """Django's runserver handler and request logger, with Django's own ServerFormatter."""
+    from django.utils.log import ServerFormatter  # type: ignore[import-untyped]
+
+    from pdauth.logs import protect_host_loggers
+
+    out = capture("django.server", ServerFormatter("[{server_time}] {message}", style="{"))
+    request_out = capture("django.request", logging.Formatter("%(levelname)s %(message)s"))
+    protect_host_loggers()
+    # As django.core.servers.basehttp.WSGIRequestHandler.log_message logs it.
+    logging.getLogger("django.server").info(
+        '"%s" %s %s',
+        f"GET {CALLBACK} HTTP/1.1",
+        "302",
+        "0",
+        extra={"status_code": 302, "server_time": "04/Dec/2026 16:00:00"},
+    )
+    logging.getLogger("django.request").warning(
+        "Bad Request: %s", f"{CALLBACK}&token={ACCESS}", extra={"status_code": 400}
+    )
+    text = out.getvalue() + request_out.getvalue()
+    assert "GET /pagerduty/callback?code=[redacted]&state=[redacted] HTTP/1.1" in text
+    assert leaked(text) == []
+
+
+def test_gunicorn_access_log_mapping_args_are_redacted(host_logging: None) -> None:
+    """gunicorn's access log formats a mapping of atoms; each atom is redacted in place."""
+    from pdauth.logs import protect_host_loggers
+
+    out = capture("gunicorn.access", logging.Formatter("%(message)s"))
+    protect_host_loggers()
+    atoms = {
+        "h": "127.0.0.1",
+        "r": f"GET {CALLBACK} HTTP/1.1",
+        "s": "302",
+        "U": "/pagerduty/callback",
+        "q": f"code={CODE}&state={STATE}",
+        "{authorization}i": f"Bearer {ACCESS}",
+    }
+    logger = logging.getLogger("gunicorn.access")
+    logger.info('%(h)s "%(r)s" %(s)s q=%(q)s auth=%({authorization}i)s', atoms)
+    record_args: list[object] = []
+
+    def keep_args(record: logging.LogRecord) -> bool:
+        record_args.append(record.args)
+        return True
+
+    logger.addFilter(keep_args)
+    logger.info("%(h)s %(s)s", atoms)
+    text = out.getvalue()
+    assert '"GET /pagerduty/callback?code=[redacted]&state=[redacted] HTTP/1.1" 302' in text
+    assert leaked(text) == []
+    assert isinstance(record_args[0], dict)  # the formatter still gets its mapping
+
+
+def test_root_handlers_and_registered_settings_secrets(host_logging: None) -> None:
+    from pdauth.logs import RedactionFilter, protect_host_loggers
+    from tests.service.conftest import make_settings
+
+    secret = "a-host-client-secret-for-the-canary"
+    settings = make_settings("sqlite:///unused.db", client_secret=secret)
+    out = capture("", logging.Formatter("%(message)s"))
+    protect_host_loggers(settings)
+    protect_host_loggers(settings)  # idempotent: one filter per handler and logger
+    handler = logging.getLogger().handlers[0]
+    assert sum(isinstance(f, RedactionFilter) for f in handler.filters) == 1
+    werkzeug = logging.getLogger("werkzeug")
+    assert sum(isinstance(f, RedactionFilter) for f in werkzeug.filters) == 1
+    logging.getLogger("myapp.views").info("posting %s with secret %s", CALLBACK, secret)
+    text = out.getvalue()
+    assert "posting /pagerduty/callback" in text
+    assert leaked(text) == []

@@ -10,6 +10,16 @@ record before any formatter sees it: query parameters and form fields named like
 JWTs, and every value registered with :func:`register_secret` (client secret, keys) become
 ``[redacted]``. Context (request id, connection id, owner) travels in a ContextVar so every
 line of a request carries it without passing loggers around.
+
+When pdauth is embedded in a host application (FastAPI, Starlette, Django, Flask), the host
+owns logging. :func:`protect_host_loggers` then puts the filter on the host's request and
+access loggers themselves (uvicorn, gunicorn, Django's ``django.server``/``django.request``,
+werkzeug) and on their handlers and the root's, so the callback's ``code`` and ``state`` never
+reach a host log line. A filter on the *logger* also covers handlers the host's server adds
+later (uvicorn and Django configure theirs at start-up). Access formatters that rebuild the
+line from the record's arguments (uvicorn's ``AccessFormatter`` unpacks five args, gunicorn's
+reads a mapping) keep working: the filter redacts the arguments in place and collapses them
+into the message only when a secret straddles message and argument.
 """
 
 from __future__ import annotations
@@ -23,7 +33,10 @@ import threading
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    from pdauth.config import Settings
 
 __all__ = [
     "REDACTED",
@@ -31,6 +44,7 @@ __all__ = [
     "configure_logging",
     "log_context",
     "protect_handlers",
+    "protect_host_loggers",
     "redact",
     "register_secret",
 ]
@@ -138,12 +152,13 @@ class RedactionFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string must not take logging down
-            message = f"{record.msg!r} (unformattable arguments)"
-        record.msg = redact(message)
-        record.args = None
+        if not _redact_args_in_place(record):
+            try:
+                message = record.getMessage()
+            except Exception:  # a broken format string must not take logging down
+                message = f"{record.msg!r} (unformattable arguments)"
+            record.msg = redact(message)
+            record.args = None
         if record.exc_info and record.exc_info[1] is not None:
             rendered = "".join(traceback.format_exception(*record.exc_info))
             record.exc_text = redact(rendered.rstrip("\n"))
@@ -156,6 +171,41 @@ class RedactionFilter(logging.Filter):
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
+
+
+def _redact_args_in_place(record: logging.LogRecord) -> bool:
+    """Redact a record's message and arguments without merging them; False if that is unsafe.
+
+    Formatters such as uvicorn's ``AccessFormatter`` (a 5-tuple) and gunicorn's access log (a
+    mapping) need the arguments, so they are kept whenever redacting each of them leaves no
+    secret in the formatted line. Otherwise (a secret split between message and argument, an
+    argument whose ``str`` is a secret, a broken format) the caller merges and redacts.
+    """
+    args = record.args
+    if not args or not isinstance(record.msg, str):
+        return False
+    new_args: tuple[object, ...] | dict[str, object]
+    if isinstance(args, tuple):
+        new_args = tuple(_redact_arg(a) for a in args)
+    else:
+        new_args = {str(k): _redact_arg(v) for k, v in args.items()}
+    msg = redact(record.msg)
+    try:
+        formatted = msg % new_args
+    except Exception:
+        return False
+    if redact(formatted) != formatted:
+        return False
+    record.msg, record.args = msg, new_args
+    return True
+
+
+def _redact_arg(value: object) -> object:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bytes):
+        return redact(value.decode("utf-8", "replace"))
+    return value
 
 
 class _TextFormatter(logging.Formatter):
@@ -225,3 +275,62 @@ def protect_handlers() -> None:
         for handler in logger.handlers:
             if not any(isinstance(f, RedactionFilter) for f in handler.filters):
                 handler.addFilter(RedactionFilter())
+
+
+# The host's request and access loggers (uvicorn, gunicorn, Django's runserver and request
+# loggers, Flask's werkzeug): the callback's query string goes through all of them.
+_HOST_LOGGERS: Final = (
+    "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
+    "gunicorn",
+    "gunicorn.access",
+    "gunicorn.error",
+    "django",
+    "django.server",
+    "django.request",
+    "werkzeug",
+    "flask.app",
+    "httpx",
+    "httpcore",
+)
+
+
+def protect_host_loggers(settings: Settings | None = None) -> None:
+    """Redact secrets on the host application's loggers (pdauth embedded in an app).
+
+    Idempotent. Puts a :class:`RedactionFilter` on each host request/access logger (so the
+    lines they emit are rewritten before any handler, including handlers configured later,
+    sees them), on their current handlers and on the root logger's handlers; with
+    ``settings``, also registers its secret values (client secret, session secret, admin
+    password, webhook secret, API keys, encryption keys) with :func:`register_secret`.
+    Call it again after the host reconfigures logging to cover new root handlers.
+    """
+    if settings is not None:
+        _register_settings_secrets(settings)
+    loggers = [logging.getLogger(name) for name in _HOST_LOGGERS]
+    for logger in loggers:
+        _add_filter(logger)
+    for logger in [logging.getLogger(), *loggers]:
+        for handler in logger.handlers:
+            _add_filter(handler)
+
+
+def _add_filter(target: logging.Filterer) -> None:
+    if not any(isinstance(f, RedactionFilter) for f in target.filters):
+        target.addFilter(RedactionFilter())
+
+
+def _register_settings_secrets(settings: Settings) -> None:
+    for secret in (
+        settings.client_secret,
+        settings.session_secret,
+        settings.admin_password,
+        settings.webhook_secret,
+    ):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    for key in settings.api_key_list():
+        register_secret(key.get_secret_value())
+    for entry in settings.encryption_keys.get_secret_value().split(","):
+        register_secret(entry.partition(":")[2].strip())
