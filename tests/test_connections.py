@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdauth.connections import Connector, revocation_binding, safe_return_to
+from pdauth.connections import Connection, Connector, revocation_binding, safe_return_to
 from pdauth.emulator import EmulatorConfig
 from pdauth.errors import (
     AuthorizationDeniedError,
@@ -29,6 +29,7 @@ from pdauth.errors import (
     NeedsReauthError,
     UnknownStateError,
 )
+from pdauth.store import ConnectionRow
 from tests.workers.harness import BASE, EU_ADMIN, US_ADMIN, Harness, harness
 
 pytestmark = pytest.mark.anyio
@@ -111,6 +112,124 @@ async def test_begin_complete_use_disconnect(h: Harness) -> None:
     assert (await h.connector.disconnect(conn.id)).status == "revoked"  # idempotent
     types = [e.type for e in await h.store.list_events()]
     assert types == ["connection.created", "connection.revoked"]
+
+
+def _row(**changes: object) -> ConnectionRow:
+    fields: dict[str, object] = {
+        "id": "c-1",
+        "owner": "user-1",
+        "kind": "user",
+        "region": "eu",
+        "account_id": "PACCT",
+        "subdomain": "acme",
+        "pd_user_id": "PUSER",
+        "pd_user_name": "Ada",
+        "pd_user_email": "ada@acme.example",
+        "delegation_id": "PDELEG",
+        "scopes": "write openid read",
+        "status": "active",
+        "access_token_ct": "v1.k1.SECRET-ACCESS",
+        "refresh_token_ct": "v1.k1.SECRET-REFRESH",
+        "key_id": "k1",
+        "access_expires_at": 1_800_000_060.0,
+        "refresh_expires_at": 1_807_776_000.0,
+        "token_version": 3,
+        "lease_owner": "SECRET-LEASE-OWNER",
+        "lease_until": 1_800_000_030.0,
+        "created_at": 1_800_000_000.0,
+        "updated_at": 1_800_000_001.0,
+        "last_refreshed_at": 1_800_000_002.0,
+        "last_used_at": 1_800_000_003.0,
+        "last_error_code": "invalid_grant",
+        "last_error_message": "refresh token expired",
+        "last_error_at": 1_800_000_004.0,
+    }
+    fields.update(changes)
+    return ConnectionRow(**fields)  # type: ignore[arg-type]
+
+
+URLS = {"us": "https://api.pagerduty.com", "eu": "https://api.eu.pagerduty.com"}
+
+
+def test_to_json_is_the_api_shape_and_holds_no_secret() -> None:
+    body = Connection.from_row(_row(), URLS).to_json()
+    assert body == {
+        "id": "c-1",
+        "owner": "user-1",
+        "kind": "user",
+        "status": "active",
+        "region": "eu",
+        "account_id": "PACCT",
+        "subdomain": "acme",
+        "user": {"id": "PUSER", "name": "Ada", "email": "ada@acme.example"},
+        "scopes": ["openid", "read", "write"],
+        "api_base_url": "https://api.eu.pagerduty.com",
+        "created_at": "2027-01-15T08:00:00Z",
+        "updated_at": "2027-01-15T08:00:01Z",
+        "last_refreshed_at": "2027-01-15T08:00:02Z",
+        "access_expires_at": "2027-01-15T08:01:00Z",
+        "last_error": {
+            "code": "invalid_grant",
+            "message": "refresh token expired",
+            "at": "2027-01-15T08:00:04Z",
+        },
+    }
+    assert "SECRET" not in json.dumps(body)
+
+
+def test_to_json_of_an_app_connection_has_no_user_and_no_error() -> None:
+    app = _row(
+        kind="app",
+        pd_user_id=None,
+        pd_user_name=None,
+        pd_user_email=None,
+        last_error_code=None,
+        last_error_message=None,
+        last_error_at=None,
+        last_refreshed_at=None,
+        refresh_token_ct=None,
+    )
+    body = Connection.from_row(app, URLS).to_json()
+    assert body["user"] is None
+    assert body["last_error"] is None
+    assert body["last_refreshed_at"] is None
+
+
+def test_to_operator_json_is_the_cli_shape_and_holds_no_secret() -> None:
+    body = Connection.from_row(_row(), URLS).to_operator_json()
+    assert list(body) == [
+        "id",
+        "owner",
+        "kind",
+        "status",
+        "region",
+        "account_id",
+        "subdomain",
+        "pd_user_id",
+        "pd_user_name",
+        "pd_user_email",
+        "delegation_id",
+        "scopes",
+        "api_base_url",
+        "created_at",
+        "updated_at",
+        "last_refreshed_at",
+        "last_used_at",
+        "access_expires_at",
+        "refresh_expires_at",
+        "token_version",
+        "key_id",
+        "refresh_lease_until",
+        "last_error",
+    ]
+    assert body["pd_user_email"] == "ada@acme.example"
+    assert body["delegation_id"] == "PDELEG"
+    assert body["token_version"] == 3
+    assert body["key_id"] == "k1"
+    assert body["refresh_lease_until"] == "2027-01-15T08:00:30Z"
+    assert body["refresh_expires_at"] == "2027-04-15T08:00:00Z"
+    assert "SECRET" not in json.dumps(body)
+    assert not [k for k in body if k.endswith("_ct") or k == "lease_owner"]
 
 
 async def test_an_eu_account_gets_the_eu_api(h: Harness) -> None:

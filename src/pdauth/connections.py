@@ -31,6 +31,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -154,6 +155,13 @@ class Connection:
     last_refreshed_at: float | None
     access_expires_at: float | None
     last_error: LastError | None
+    # Operator detail (what ``pdauth connections show`` prints); never a secret either.
+    delegation_id: str | None = None
+    last_used_at: float | None = None
+    refresh_expires_at: float | None = None
+    token_version: int | None = None
+    key_id: str | None = None
+    refresh_lease_until: float | None = None
 
     @classmethod
     def from_row(cls, row: ConnectionRow, api_base_urls: Mapping[str, str]) -> Connection:
@@ -181,7 +189,82 @@ class Connection:
             last_refreshed_at=row.last_refreshed_at,
             access_expires_at=row.access_expires_at,
             last_error=error,
+            delegation_id=row.delegation_id,
+            last_used_at=row.last_used_at,
+            refresh_expires_at=row.refresh_expires_at,
+            token_version=row.token_version,
+            key_id=row.key_id,
+            refresh_lease_until=row.lease_until,
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The connection as the JSON API returns it (times RFC 3339 UTC). No secret field.
+
+        The one serializer of a connection: the service's API and pages and the CLI build
+        on it. It is an allowlist — a new field on the dataclass appears only when added here.
+        """
+        user = None
+        if self.user_id is not None:
+            user = {"id": self.user_id, "name": self.user_name, "email": self.user_email}
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "kind": self.kind,
+            "status": self.status,
+            "region": self.region,
+            "account_id": self.account_id,
+            "subdomain": self.subdomain,
+            "user": user,
+            "scopes": sorted(self.scopes),
+            "api_base_url": self.api_base_url,
+            "created_at": iso_time(self.created_at),
+            "updated_at": iso_time(self.updated_at),
+            "last_refreshed_at": iso_time(self.last_refreshed_at),
+            "access_expires_at": iso_time(self.access_expires_at),
+            "last_error": self._error_json(),
+        }
+
+    def to_operator_json(self) -> dict[str, Any]:
+        """The operator's view (``pdauth connections`` ``--json``): :meth:`to_json`'s fields
+        flattened the CLI's way plus version, key id, lease and refresh expiry. No secret."""
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "kind": self.kind,
+            "status": self.status,
+            "region": self.region,
+            "account_id": self.account_id,
+            "subdomain": self.subdomain,
+            "pd_user_id": self.user_id,
+            "pd_user_name": self.user_name,
+            "pd_user_email": self.user_email,
+            "delegation_id": self.delegation_id,
+            "scopes": sorted(self.scopes),
+            "api_base_url": self.api_base_url,
+            "created_at": iso_time(self.created_at),
+            "updated_at": iso_time(self.updated_at),
+            "last_refreshed_at": iso_time(self.last_refreshed_at),
+            "last_used_at": iso_time(self.last_used_at),
+            "access_expires_at": iso_time(self.access_expires_at),
+            "refresh_expires_at": iso_time(self.refresh_expires_at),
+            "token_version": self.token_version,
+            "key_id": self.key_id,
+            "refresh_lease_until": iso_time(self.refresh_lease_until),
+            "last_error": self._error_json(),
+        }
+
+    def _error_json(self) -> dict[str, Any] | None:
+        error = self.last_error
+        if error is None:
+            return None
+        return {"code": error.code, "message": error.message, "at": iso_time(error.at)}
+
+
+def iso_time(value: float | None) -> str | None:
+    """RFC 3339 UTC timestamp (``2026-11-27T20:58:00Z``) for JSON; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
