@@ -220,6 +220,18 @@ def test_a_new_window_rebases_the_budget() -> None:
     assert state.hi == pytest.approx(10.01)
 
 
+def test_the_concurrency_limit_waits_for_an_answer() -> None:
+    state = PacingState()
+    probe = admit(state, 0.0)
+    state.observe(probe, 0.0, RateLimitHeaders(10**6, 10**6 - 1, 60.5), 200)
+    first, second = state.try_acquire(0.0, 2), state.try_acquire(0.001, 2)
+    assert isinstance(first, Ticket)
+    assert isinstance(second, Ticket)
+    assert state.try_acquire(0.002, 2) == math.inf  # two in flight: wait for an answer
+    state.observe(first, 0.01, RateLimitHeaders(10**6, 10**6 - 3, 60.0), 200)
+    assert isinstance(state.try_acquire(0.01, 2), Ticket)
+
+
 def test_block_holds_every_request() -> None:
     state = PacingState()
     state.block(5.0)
@@ -296,7 +308,7 @@ def test_negative_control_without_pacing_the_server_refuses() -> None:
     """The simulated server does punish a client that does not pace (the test can fail)."""
 
     class Greedy(PacingState):
-        def try_acquire(self, now: float) -> Ticket | float:
+        def try_acquire(self, now: float, max_in_flight: int | None = None) -> Ticket | float:
             return self._admit(now, probe=False)
 
     server = FixedWindowServer(50, 5.0)

@@ -3,12 +3,18 @@ everything done without a single 429, and clients of one credential share one bu
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from pdauth.client import LocalPacer, PagerDutyClient
+from pdauth.client import LocalPacer, PagerDutyClient, RedisPacer, StaticToken
 from pdauth.client.credentials import ApiKeyToken
 from pdauth.errors import DeadlineExceededError
 
@@ -118,3 +124,46 @@ async def test_the_default_pacer_is_shared_by_short_lived_clients() -> None:
             await client.get("/users", params={"limit": 1})
     assert emulator.rest("GET /users") == 2
     assert emulator.rate_limited()["total"] == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("use_redis", [False, True])
+async def test_the_concurrency_limit_holds_per_credential(use_redis: bool) -> None:
+    active = 0
+    peak = 0
+
+    async def slow(request: Request) -> Response:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await anyio.sleep(0.02)
+        active -= 1
+        return JSONResponse({"users": []})
+
+    app = Starlette(routes=[Route("/users", slow)])
+    pacer: Any = LocalPacer()
+    if use_redis:
+        from .test_client_redis_pacer import REDIS_URL, redis_up
+
+        if not redis_up():
+            pytest.skip("no Redis")
+        pacer = RedisPacer(REDIS_URL, prefix=f"pdauth-test:{uuid.uuid4().hex}:")
+    clients = [
+        PagerDutyClient(
+            BASE,
+            StaticToken("one-credential"),
+            transport=httpx.ASGITransport(app=app),
+            pacer=pacer,
+            max_concurrency=3,
+        )
+        for _ in range(2)
+    ]
+    try:
+        results = await hammer(clients, 40, 10)
+    finally:
+        for client in clients:
+            await client.aclose()
+        if use_redis:
+            await pacer.aclose()
+    assert len(results) == 40
+    assert peak == 3

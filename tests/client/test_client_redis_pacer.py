@@ -36,7 +36,7 @@ from .test_client_pacing_emulator import hammer
 REDIS_URL = os.environ.get("PDAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _redis_up() -> bool:
+def redis_up() -> bool:
     try:
         with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5) as r:
             return bool(r.ping())
@@ -44,7 +44,7 @@ def _redis_up() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(not _redis_up(), reason=f"no Redis at {REDIS_URL}")
+pytestmark = pytest.mark.skipif(not redis_up(), reason=f"no Redis at {REDIS_URL}")
 
 
 @pytest.fixture

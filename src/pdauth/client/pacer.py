@@ -8,10 +8,11 @@ other processes and machines.
 
 :class:`LocalPacer` wraps the pure :class:`~pdauth.client.pacing.PacingState` with the waiting:
 callers for one key queue fairly (an ``anyio.Lock`` is FIFO) and only the head of the queue
-sleeps, woken early when a response changes the picture. The state itself sits behind a
+sleeps, woken early when a response changes the picture. The per-credential concurrency limit
+is enforced with the same in-flight accounting. The state itself sits behind a
 ``threading.Lock`` so that clients on different event loops (the sync facade runs its own)
-still share it; wake-ups are per event loop, and waiters on other loops notice changes within
-:data:`POLL_INTERVAL`.
+still share it, limit included; wake-ups are per event loop, and waiters on other loops
+notice changes within :data:`POLL_INTERVAL`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ __all__ = [
     "Pacer",
     "SleepFn",
     "concurrency_limiter",
-    "concurrency_slot",
 ]
 
 SleepFn = Callable[[float], Awaitable[None]]
@@ -49,9 +49,11 @@ POLL_INTERVAL = 0.25
 class Pacer(Protocol):
     """Decides when a request for a credential may go out, from what responses reported."""
 
-    async def acquire(self, key: str, *, max_wait: float) -> Ticket:
-        """Wait for a send slot; raise DeadlineExceededError rather than wait past ``max_wait``
-        seconds."""
+    async def acquire(
+        self, key: str, *, max_wait: float, max_concurrency: int | None = None
+    ) -> Ticket:
+        """Wait for a send slot (and one of ``max_concurrency`` concurrent requests on ``key``);
+        raise DeadlineExceededError rather than wait past ``max_wait`` seconds."""
         ...
 
     async def complete(
@@ -121,13 +123,15 @@ class LocalPacer:
             local = table[key] = _LoopLocal()
         return local
 
-    async def acquire(self, key: str, *, max_wait: float) -> Ticket:
+    async def acquire(
+        self, key: str, *, max_wait: float, max_concurrency: int | None = None
+    ) -> Ticket:
         state = self.state(key)
         now = self._clock.monotonic()
         if not self._queued.get(key):
             # Nobody is queued: no fairness to keep, so try without queueing.
             with self._mutex:
-                decision = state.try_acquire(now)
+                decision = state.try_acquire(now, max_concurrency)
             if isinstance(decision, Ticket):
                 return decision
         deadline = now + max(0.0, max_wait)
@@ -135,17 +139,19 @@ class LocalPacer:
         with self._mutex:
             self._queued[key] = self._queued.get(key, 0) + 1
         try:
-            return await self._queue(state, local, deadline)
+            return await self._queue(state, local, deadline, max_concurrency)
         finally:
             with self._mutex:
                 self._queued[key] -= 1
 
-    async def _queue(self, state: PacingState, local: _LoopLocal, deadline: float) -> Ticket:
+    async def _queue(
+        self, state: PacingState, local: _LoopLocal, deadline: float, max_concurrency: int | None
+    ) -> Ticket:
         async with local.lock:
             while True:
                 now = self._clock.monotonic()
                 with self._mutex:
-                    decision = state.try_acquire(now)
+                    decision = state.try_acquire(now, max_concurrency)
                 if isinstance(decision, Ticket):
                     return decision
                 left = deadline - now
@@ -199,34 +205,11 @@ DEFAULT_PACER = LocalPacer()
 _LIMITERS: RunVar[dict[str, anyio.CapacityLimiter]] = RunVar("pdauth-concurrency")
 
 
-class _Slot:
-    """``async with`` a concurrency slot, without a scheduling round trip when one is free."""
-
-    __slots__ = ("_limiter",)
-
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
-        self._limiter = limiter
-
-    async def __aenter__(self) -> None:
-        try:
-            self._limiter.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._limiter.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._limiter.release()
-
-
-def concurrency_slot(key: str, limit: int) -> _Slot:
-    """A slot of the per-credential concurrency limit (see :func:`concurrency_limiter`)."""
-    return _Slot(concurrency_limiter(key, limit))
-
-
 def concurrency_limiter(key: str, limit: int) -> anyio.CapacityLimiter:
-    """The per-credential concurrency limiter of the running event loop.
+    """A per-credential concurrency limiter of the running event loop (for pacers whose state
+    is elsewhere, like Redis; :class:`LocalPacer` counts in-flight requests in its state).
 
-    Shared by every client of the loop using ``key``; the first client to use a key sets the
-    limit (later clients asking for another value share the existing one).
+    The first caller for a key sets the limit; later callers share the existing limiter.
     """
     try:
         table = _LIMITERS.get()

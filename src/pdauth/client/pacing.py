@@ -33,8 +33,8 @@ The model, in four rules:
 
 With no headers seen yet, one probe request goes first and the others wait for its answer; if
 the server answers successfully without headers, pacing is off and only the concurrency limit
-applies. A 429 without headers or with ``Retry-After`` blocks the credential for a while
-(:meth:`PacingState.block`).
+(``max_in_flight``, counted with the same in-flight list) applies. A 429 without headers or
+with ``Retry-After`` blocks the credential for a while (:meth:`PacingState.block`).
 """
 
 from __future__ import annotations
@@ -128,10 +128,16 @@ class PacingState:
 
     # -- admission -------------------------------------------------------------------------
 
-    def try_acquire(self, now: float) -> Ticket | float:
-        """Admit a request now, or return the seconds to wait before asking again."""
+    def try_acquire(self, now: float, max_in_flight: int | None = None) -> Ticket | float:
+        """Admit a request now, or return the seconds to wait before asking again.
+
+        ``max_in_flight`` is the per-credential concurrency limit: with that many requests
+        unanswered, the next one waits for an answer.
+        """
         if self.blocked_until - now > MIN_WAIT:
             return self.blocked_until - now
+        if max_in_flight is not None and len(self.inflight) >= max_in_flight:
+            return math.inf
         if self.limit is None:
             if self.headerless:
                 return self._admit(now, probe=False)

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 from anyio.lowlevel import RunVar
 
-from pdauth.client.pacer import POLL_INTERVAL, SleepFn
+from pdauth.client.pacer import POLL_INTERVAL, SleepFn, concurrency_limiter
 from pdauth.client.pacing import (
     FRACTIONAL_RESET_SLACK,
     INTEGER_RESET_SLACK,
@@ -288,6 +288,7 @@ class RedisPacer:
         self._sleep = sleep
         self._ttl = inflight_ttl
         self._local: RunVar[dict[str, _LoopLocal]] = RunVar(f"pdauth-redis-pacer-{id(self)}")
+        self._slots: dict[tuple[str, int], anyio.CapacityLimiter] = {}
 
     def __repr__(self) -> str:
         return f"RedisPacer(prefix={self._prefix!r})"  # the URL may carry a password
@@ -340,9 +341,39 @@ class RedisPacer:
     def _monotonic(self) -> float:
         return self._clock.monotonic() if self._clock is not None else anyio.current_time()
 
-    async def acquire(self, key: str, *, max_wait: float) -> Ticket:
-        local = self._loop_local(key)
+    async def acquire(
+        self, key: str, *, max_wait: float, max_concurrency: int | None = None
+    ) -> Ticket:
         deadline = self._monotonic() + max(0.0, max_wait)
+        if max_concurrency is None:
+            return await self._acquire(key, deadline)
+        # The concurrency limit stays per process: a crashed process must not hold slots.
+        limiter = concurrency_limiter(key, max_concurrency)
+        try:
+            limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            with anyio.move_on_after(max(0.0, max_wait)) as scope:
+                await limiter.acquire()
+            if scope.cancelled_caught:
+                raise DeadlineExceededError(
+                    "the call's deadline passed while waiting for a concurrency slot"
+                ) from None
+        try:
+            ticket = await self._acquire(key, deadline)
+        except BaseException:
+            limiter.release()
+            raise
+        self._slots[(key, ticket.seq)] = limiter
+        return ticket
+
+    def _release(self, key: str, ticket: Ticket) -> None:
+        # Called by the task that acquired: CapacityLimiter tokens belong to a task.
+        limiter = self._slots.pop((key, ticket.seq), None)
+        if limiter is not None:
+            limiter.release()
+
+    async def _acquire(self, key: str, deadline: float) -> Ticket:
+        local = self._loop_local(key)
         async with local.lock:
             while True:
                 decision = parse_acquire(
@@ -366,12 +397,18 @@ class RedisPacer:
     async def complete(
         self, key: str, ticket: Ticket, *, status: int, headers: RateLimitHeaders | None
     ) -> None:
-        await self._eval(OBSERVE_LUA, key, *observe_args(self._now(), ticket, status, headers))
+        try:
+            await self._eval(OBSERVE_LUA, key, *observe_args(self._now(), ticket, status, headers))
+        finally:
+            self._release(key, ticket)
         self._loop_local(key).notify()
 
     async def abandon(self, key: str, ticket: Ticket) -> None:
-        with anyio.CancelScope(shield=True):  # also runs when the call was cancelled
-            await self._eval(FORGET_LUA, key, self._now(), ticket.seq)
+        try:
+            with anyio.CancelScope(shield=True):  # also runs when the call was cancelled
+                await self._eval(FORGET_LUA, key, self._now(), ticket.seq)
+        finally:
+            self._release(key, ticket)
         self._loop_local(key).notify()
 
     async def block(self, key: str, seconds: float) -> None:

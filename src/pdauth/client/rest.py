@@ -1,12 +1,13 @@
 """``PagerDutyClient``: PagerDuty's REST API v2 over httpx, polite and hard to misuse.
 
 The only module of pdauth's client that imports httpx (held, never subclassed). One call is:
-take a per-credential concurrency slot, wait for the pacer (:mod:`pdauth.client.pacing`), send
-with ``Authorization`` from the :class:`~pdauth.client.credentials.TokenSource` and
-``Accept: application/vnd.pagerduty+json;version=2``, report the ``ratelimit-*`` headers back to
-the pacer, then decide (:mod:`pdauth.client.retry`): return the JSON, retry, refresh once after
-a 401, or raise a typed error from :mod:`pdauth.errors`. Every call has a deadline covering all
-its waits. Redirects are never followed and the credential is never sent outside the base URL.
+wait for the pacer (:mod:`pdauth.client.pacing`; it also keeps the per-credential concurrency
+limit), send with ``Authorization`` from the :class:`~pdauth.client.credentials.TokenSource`
+and ``Accept: application/vnd.pagerduty+json;version=2``, report the ``ratelimit-*`` headers
+back to the pacer, then decide (:mod:`pdauth.client.retry`): return the JSON, retry, refresh
+once after a 401, or raise a typed error from :mod:`pdauth.errors`. Every call has a deadline
+covering all its waits. Redirects are never followed and the credential is never sent outside
+the base URL.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import anyio
 import httpx
 
 from pdauth.client.credentials import ApiKeyToken, StaticToken, TokenSource
-from pdauth.client.pacer import DEFAULT_PACER, Pacer, SleepFn, concurrency_slot
+from pdauth.client.pacer import DEFAULT_PACER, Pacer, SleepFn
 from pdauth.client.pacing import parse_ratelimit_headers
 from pdauth.client.pagination import (
     entity_key,
@@ -330,44 +331,46 @@ class PagerDutyClient:
         attempt_timeout: float,
         deadline_at: float,
     ) -> httpx.Response | _Failure:
-        """One paced send: a concurrency slot, a pacer ticket, the request, the feedback."""
-        async with concurrency_slot(key, self._max_concurrency):
-            asked_at = self._clock.monotonic()
-            ticket = await self._pacer.acquire(key, max_wait=deadline_at - asked_at)
-            observe_pacing_delay(self._clock.monotonic() - asked_at)
-            left = deadline_at - self._clock.monotonic()
-            if left <= 0:
-                await self._pacer.abandon(key, ticket)
-                raise DeadlineExceededError(f"{method} {self._where(url)}: the deadline passed")
-            attempt_timeout = min(attempt_timeout, left)
-            fixed = {**self._headers, **headers}
-            request = self._http.build_request(
-                method, url, params=params, json=json, headers=fixed or None,
-                timeout=attempt_timeout,
-            )  # fmt: skip
-            request.headers["Authorization"] = auth  # set last: nothing can override it
-            try:
-                # httpx times each network phase separately, and an in-process transport not at
-                # all: this bounds the whole attempt, whatever the transport.
-                with anyio.CancelScope(deadline=anyio.current_time() + attempt_timeout) as scope:
-                    response = await self._http.send(request, follow_redirects=False)
-                if scope.cancelled_caught:
-                    raise TimeoutError
-            except (httpx.TransportError, TimeoutError) as exc:
-                observe_api(method, None)
-                await self._pacer.abandon(key, ticket)
-                return self._transport_failure(exc, method, self._where(url), attempt_timeout, left)
-            except BaseException:
-                await self._pacer.abandon(key, ticket)
-                raise
-            observe_api(method, response.status_code)
-            await self._pacer.complete(
-                key,
-                ticket,
-                status=response.status_code,
-                headers=parse_ratelimit_headers(_ratelimit_fields(response)),
-            )
-            return response
+        """One paced send: a pacer ticket (which is also a concurrency slot), the request,
+        the feedback."""
+        asked_at = self._clock.monotonic()
+        ticket = await self._pacer.acquire(
+            key, max_wait=deadline_at - asked_at, max_concurrency=self._max_concurrency
+        )
+        observe_pacing_delay(self._clock.monotonic() - asked_at)
+        left = deadline_at - self._clock.monotonic()
+        if left <= 0:
+            await self._pacer.abandon(key, ticket)
+            raise DeadlineExceededError(f"{method} {self._where(url)}: the deadline passed")
+        attempt_timeout = min(attempt_timeout, left)
+        fixed = {**self._headers, **headers}
+        request = self._http.build_request(
+            method, url, params=params, json=json, headers=fixed or None,
+            timeout=attempt_timeout,
+        )  # fmt: skip
+        request.headers["Authorization"] = auth  # set last: nothing can override it
+        try:
+            # httpx times each network phase separately, and an in-process transport not at
+            # all: this bounds the whole attempt, whatever the transport.
+            with anyio.CancelScope(deadline=anyio.current_time() + attempt_timeout) as scope:
+                response = await self._http.send(request, follow_redirects=False)
+            if scope.cancelled_caught:
+                raise TimeoutError
+        except (httpx.TransportError, TimeoutError) as exc:
+            observe_api(method, None)
+            await self._pacer.abandon(key, ticket)
+            return self._transport_failure(exc, method, self._where(url), attempt_timeout, left)
+        except BaseException:
+            await self._pacer.abandon(key, ticket)
+            raise
+        observe_api(method, response.status_code)
+        await self._pacer.complete(
+            key,
+            ticket,
+            status=response.status_code,
+            headers=parse_ratelimit_headers(_ratelimit_fields(response)),
+        )
+        return response
 
     def _transport_failure(
         self,
