@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+import base64
+from urllib.parse import parse_qsl, unquote_plus
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from pdauth.oauth import (
     refresh_request,
     revocation_request,
 )
+from pdauth.oauth.requests import ClientAuthMethod
 
 TOKEN_URL = "https://identity.pagerduty.com/oauth/token"
 SECRET = "s3cr3t+/=value"
@@ -248,3 +250,119 @@ def test_verifiers_pass_through_unchanged() -> None:
         code_verifier=verifier,
     )
     assert dict(decoded(request))["code_verifier"] == verifier
+
+
+# -- client authentication: client_secret_post (default) or client_secret_basic ----------
+
+
+def basic_credentials(request: FormRequest) -> tuple[str, str]:
+    """The RFC 6749 §2.3.1 user name and password of a Basic header, form-decoded."""
+    headers = dict(request.headers)
+    scheme, _, credentials = headers["Authorization"].partition(" ")
+    assert scheme == "Basic"
+    user, _, password = base64.b64decode(credentials, validate=True).decode("ascii").partition(":")
+    return unquote_plus(user), unquote_plus(password)
+
+
+def each_builder(client_secret: str | None, auth_method: ClientAuthMethod) -> list[FormRequest]:
+    return [
+        code_exchange_request(
+            TOKEN_URL,
+            client_id="client:1+",
+            client_secret=client_secret,
+            code="abc",
+            redirect_uri="https://app.example.com/callback",
+            code_verifier=VERIFIER,
+            auth_method=auth_method,
+        ),
+        refresh_request(
+            TOKEN_URL,
+            client_id="client:1+",
+            client_secret=client_secret,
+            refresh_token=REFRESH,
+            auth_method=auth_method,
+        ),
+        revocation_request(
+            TOKEN_URL,
+            client_id="client:1+",
+            client_secret=client_secret,
+            token=REFRESH,
+            token_type_hint="refresh_token",
+            auth_method=auth_method,
+        ),
+    ]
+
+
+def test_post_is_the_default_and_sends_no_authorization_header() -> None:
+    for request in each_builder(SECRET, "client_secret_post"):
+        assert request.headers == FORM_HEADERS
+        assert dict(decoded(request))["client_id"] == "client:1+"
+        assert dict(decoded(request))["client_secret"] == SECRET
+
+
+def test_basic_puts_the_form_encoded_credentials_in_the_header_only() -> None:
+    for request in each_builder(SECRET, "client_secret_basic"):
+        assert request.headers[: len(FORM_HEADERS)] == FORM_HEADERS
+        assert basic_credentials(request) == ("client:1+", SECRET)
+        # One authentication method per request: nothing of the client in the body.
+        names = [name for name, _ in decoded(request)]
+        assert "client_id" not in names
+        assert "client_secret" not in names
+        assert SECRET not in repr(request)
+        assert dict(request.headers)["Authorization"] not in repr(request)
+
+
+def test_basic_encodes_reserved_characters_before_base64() -> None:
+    # RFC 6749 §2.3.1 / Appendix B: ":" in the id and "+" "/" "=" in the secret are escaped,
+    # so the colon that separates user from password stays unambiguous.
+    request = refresh_request(
+        TOKEN_URL,
+        client_id="a:b",
+        client_secret="p:w+/=x",
+        refresh_token="r",
+        auth_method="client_secret_basic",
+    )
+    raw = base64.b64decode(dict(request.headers)["Authorization"].removeprefix("Basic "))
+    assert raw == b"a%3Ab:p%3Aw%2B%2F%3Dx"
+
+
+def test_client_credentials_with_basic() -> None:
+    request = client_credentials_request(
+        TOKEN_URL,
+        client_id="client-1",
+        client_secret=SECRET,
+        scopes="as_account-us.acme incidents.read",
+        auth_method="client_secret_basic",
+    )
+    assert basic_credentials(request) == ("client-1", SECRET)
+    assert [name for name, _ in decoded(request)] == ["grant_type", "scope"]
+
+
+def test_basic_needs_a_secret() -> None:
+    with pytest.raises(ValueError, match="client_secret_basic needs a client_secret"):
+        each_builder(None, "client_secret_basic")
+
+
+def test_public_clients_send_their_id_in_the_body() -> None:
+    for request in each_builder(None, "client_secret_post"):
+        assert request.headers == FORM_HEADERS
+        assert dict(decoded(request))["client_id"] == "client:1+"
+        assert "client_secret" not in dict(decoded(request))
+
+
+def test_unknown_auth_methods_are_refused() -> None:
+    with pytest.raises(ValueError, match="auth_method"):
+        each_builder(SECRET, "private_key_jwt")  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(client_id=VISIBLE_ASCII, secret=VISIBLE_ASCII)
+def test_every_visible_ascii_credential_survives_basic(client_id: str, secret: str) -> None:
+    request = refresh_request(
+        TOKEN_URL,
+        client_id=client_id[:256],
+        client_secret=secret,
+        refresh_token="r",
+        auth_method="client_secret_basic",
+    )
+    assert basic_credentials(request) == (client_id[:256], secret)
