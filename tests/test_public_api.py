@@ -11,6 +11,7 @@ INTENDED = {
     "PagerDutyClient",
     "PdauthError",
     "Settings",
+    "SyncConnector",
     "SyncPagerDutyClient",
     "__version__",
 }
@@ -42,12 +43,14 @@ def test_public_names_resolve_to_their_home_modules() -> None:
     from pdauth.client import PagerDutyClient, SyncPagerDutyClient
     from pdauth.config import Settings
     from pdauth.connections import Connection, Connector
+    from pdauth.sync_connector import SyncConnector
 
     assert pdauth.Connector is Connector
     assert pdauth.Connection is Connection
     assert pdauth.Settings is Settings
     assert pdauth.PagerDutyClient is PagerDutyClient
     assert pdauth.SyncPagerDutyClient is SyncPagerDutyClient
+    assert pdauth.SyncConnector is SyncConnector
 
 
 def test_importing_the_pure_core_does_not_load_io_layers() -> None:

@@ -1,9 +1,10 @@
 """pdauth: the auth flow of a public PagerDuty integration, done properly.
 
-The public surface is small on purpose: the settings, the Connector facade, the REST
-clients, the connection value and the root of the error tree. Everything else is reached
-through its module (``pdauth.oauth``, ``pdauth.crypto``, ``pdauth.emulator``,
-``pdauth.service``, …). Names are imported lazily so that ``import pdauth.oauth`` or
+The public surface is small on purpose: the settings, the Connector facade and its blocking
+twin (SyncConnector, for Django, Flask and scripts), the REST clients, the connection value
+and the root of the error tree. Everything else is reached through its module
+(``pdauth.oauth``, ``pdauth.crypto``, ``pdauth.emulator``, ``pdauth.service``,
+``pdauth.integrations``, …). Names are imported lazily so that ``import pdauth.oauth`` or
 ``import pdauth.emulator`` does not drag in the database and HTTP layers.
 """
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from pdauth.client import PagerDutyClient, SyncPagerDutyClient
     from pdauth.config import Settings
     from pdauth.connections import Connection, Connector
+    from pdauth.sync_connector import SyncConnector
 
 __version__ = "0.1.0"
 
@@ -27,6 +29,7 @@ __all__ = [
     "PagerDutyClient",
     "PdauthError",
     "Settings",
+    "SyncConnector",
     "SyncPagerDutyClient",
     "__version__",
 ]
@@ -37,6 +40,7 @@ _LAZY = {
     "PagerDutyClient": "pdauth.client",
     "SyncPagerDutyClient": "pdauth.client",
     "Settings": "pdauth.config",
+    "SyncConnector": "pdauth.sync_connector",
 }
 
 

@@ -1,0 +1,243 @@
+"""``SyncConnector``: the :class:`~pdauth.connections.Connector` for blocking code (Django,
+Flask, scripts), without a second copy of its logic.
+
+One :class:`Connector` lives on an event loop in a background *daemon* thread (an anyio
+blocking portal) and every method forwards there, so the connect flow, the token refresh
+under a row lease, storage and revocation are exactly the async Connector's. Clients it hands
+out (:meth:`SyncConnector.client`) are :class:`~pdauth.client.SyncPagerDutyClient` objects
+that run on the same loop and share the Connector's HTTP pool and token source. Closing the
+SyncConnector (``with`` block or :meth:`close`) closes the Connector and stops the thread; a
+SyncConnector that is never closed does not keep the interpreter alive (the thread is a
+daemon, and an exit hook closes the Connector), and a ``ResourceWarning`` says it was not
+closed. Safe to call from several threads (a web server's worker threads).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from pdauth.client import PagerDutyClient, SyncPagerDutyClient
+from pdauth.config import Settings
+from pdauth.connections import AuthorizationStart, Connection, Connector
+from pdauth.oauth import CallbackQuery
+from pdauth.tokens import RefreshDueReport
+
+__all__ = ["SyncConnector"]
+
+T = TypeVar("T")
+
+
+class _PortalThread:
+    """An event loop in a daemon thread, reached through a :class:`BlockingPortal`."""
+
+    def __init__(self, name: str) -> None:
+        self._ready = threading.Event()
+        self._portal: BlockingPortal | None = None
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+        self._ready.wait()
+        if self._portal is None:
+            raise RuntimeError("the SyncConnector's event loop did not start") from self._error
+
+    @property
+    def portal(self) -> BlockingPortal:
+        assert self._portal is not None
+        return self._portal
+
+    def _main(self) -> None:
+        try:
+            anyio.run(self._serve)
+        except BaseException as exc:  # reported to the constructor waiting on _ready
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        async with BlockingPortal() as portal:
+            self._portal = portal
+            self._ready.set()
+            await portal.sleep_until_stopped()
+
+    def stop(self) -> None:
+        """Stop the loop (after the calls in flight) and wait for the thread to end."""
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("a SyncConnector cannot be closed from its own event loop")
+        if self.thread.is_alive():
+            self.portal.call(self.portal.stop)
+            self.thread.join()
+
+
+class _PortalClient(SyncPagerDutyClient):
+    """A SyncPagerDutyClient on the SyncConnector's loop (closing it leaves the loop running)."""
+
+    def __init__(self, portal: BlockingPortal, client: PagerDutyClient) -> None:
+        # Deliberately not calling super().__init__: that would start a second loop, and the
+        # connection's client must live on the loop that owns the Connector's pool and tokens.
+        self._portal = portal
+        self._client = client
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._portal.call(self._client.aclose)
+
+
+def _finalize(loop: _PortalThread, connector: Connector, warn: bool) -> None:
+    """Close the Connector and stop the loop (garbage collection or interpreter exit)."""
+    if warn:
+        warnings.warn(
+            "a SyncConnector was not closed; use it in a `with` block or call close()",
+            ResourceWarning,
+            stacklevel=1,
+        )
+    if threading.current_thread() is loop.thread or not loop.thread.is_alive():
+        return
+    try:
+        loop.portal.call(connector.aclose)
+    finally:
+        loop.stop()
+
+
+class SyncConnector:
+    """Blocking twin of :class:`~pdauth.connections.Connector`: same constructor, same methods.
+
+    Use it as a context manager or call :meth:`close` (it owns a thread). Keyword arguments
+    go to :class:`Connector` unchanged (``transport=``, ``store=``, ``clock=``, …).
+    """
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self._loop = _PortalThread("pdauth-sync-connector")
+        try:
+            self._connector: Connector = self._loop.portal.call(_build, settings, kwargs)
+        except BaseException:
+            self._loop.stop()
+            raise
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _finalize, self._loop, self._connector, True)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **kwargs: Any) -> Self:
+        """A SyncConnector configured from ``PDAUTH_*`` variables (see :class:`Settings`)."""
+        return cls(Settings.from_env(env), **kwargs)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the Connector (its store and HTTP pool) and stop the background loop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        _finalize(self._loop, self._connector, False)
+
+    def __repr__(self) -> str:
+        return f"SyncConnector(closed={self._closed})"
+
+    @property
+    def settings(self) -> Settings:
+        return self._connector.settings
+
+    @property
+    def connector(self) -> Connector:
+        """The async Connector underneath (for :meth:`call`; it lives on another thread)."""
+        return self._connector
+
+    def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await func(*args)`` on the Connector's loop and return its result.
+
+        For async work this class does not wrap, e.g. a :class:`~pdauth.keeper.Keeper` pass.
+        """
+        if self._closed:
+            raise RuntimeError("the SyncConnector is closed")
+        return self._loop.portal.call(func, *args)
+
+    # -- the Connector's operations --------------------------------------------------------
+
+    def begin(
+        self, owner: str, return_to: str | None = None, *, scopes: Iterable[str] | None = None
+    ) -> AuthorizationStart:
+        """See :meth:`Connector.begin`."""
+        return self.call(lambda: self._connector.begin(owner, return_to, scopes=scopes))
+
+    def complete(
+        self, query: CallbackQuery, binding: str | None, *, owner: str | None = None
+    ) -> Connection:
+        """See :meth:`Connector.complete`."""
+        return self.call(lambda: self._connector.complete(query, binding, owner=owner))
+
+    def complete_with_return_to(
+        self, query: CallbackQuery, binding: str | None, *, owner: str | None = None
+    ) -> tuple[Connection, str | None]:
+        """See :meth:`Connector.complete_with_return_to`."""
+        return self.call(
+            lambda: self._connector.complete_with_return_to(query, binding, owner=owner)
+        )
+
+    def connect_app(
+        self,
+        owner: str,
+        *,
+        region: Literal["us", "eu"],
+        subdomain: str,
+        scopes: Iterable[str] | None = None,
+    ) -> Connection:
+        """See :meth:`Connector.connect_app`."""
+        return self.call(
+            lambda: self._connector.connect_app(
+                owner, region=region, subdomain=subdomain, scopes=scopes
+            )
+        )
+
+    def access_token(self, connection_id: str) -> str:
+        """See :meth:`Connector.access_token`."""
+        return self.call(self._connector.access_token, connection_id)
+
+    def client(self, connection: str | Connection, **options: Any) -> SyncPagerDutyClient:
+        """A blocking REST client for one connection (a context manager); see
+        :meth:`Connector.client`. It runs on this SyncConnector's loop: close it before
+        closing the SyncConnector."""
+        client = self.call(lambda: self._connector.client(connection, **options))
+        return _PortalClient(self._loop.portal, client)
+
+    def get(self, connection_id: str, *, owner: str | None = None) -> Connection:
+        """See :meth:`Connector.get`."""
+        return self.call(lambda: self._connector.get(connection_id, owner=owner))
+
+    def connections(
+        self, owner: str | None = None, *, status: str | None = None, limit: int = 1000
+    ) -> list[Connection]:
+        """See :meth:`Connector.connections`."""
+        return self.call(lambda: self._connector.connections(owner, status=status, limit=limit))
+
+    def disconnect(self, connection_id: str, *, owner: str | None = None) -> Connection:
+        """See :meth:`Connector.disconnect`."""
+        return self.call(lambda: self._connector.disconnect(connection_id, owner=owner))
+
+    def refresh_due(self, *, horizon: float | None = None, limit: int = 100) -> RefreshDueReport:
+        """See :meth:`Connector.refresh_due`."""
+        return self.call(lambda: self._connector.refresh_due(horizon=horizon, limit=limit))
+
+
+async def _build(settings: Settings, kwargs: dict[str, Any]) -> Connector:
+    # Built inside the loop, so every anyio primitive it creates belongs there.
+    return Connector(settings, **kwargs)

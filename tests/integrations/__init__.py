@@ -1,0 +1,1 @@
+"""Tests of pdauth inside host frameworks (Starlette/FastAPI, Django, Flask)."""
