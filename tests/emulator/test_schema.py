@@ -1,6 +1,8 @@
 """Schema conformance: every REST operation the emulator serves answers with bodies that validate
 against PagerDuty's official OpenAPI document — successes, pages and errors — and the checker
-itself really rejects bodies that do not conform."""
+itself really rejects bodies that do not conform. The tests that need the document skip with one
+reason when it is absent (tests/schema_lookup.py); the lookup and the envelope checks always run.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.state import EmulatorState
+from tests.schema_lookup import ENV_VAR, MISSING_REASON, REPO, candidates, find_schema
 
 from .test_rest_support import (
     ADMIN_EU,
@@ -22,9 +25,8 @@ from .test_rest_support import (
     api_key,
     app_token,
     bearer,
+    conformance_checker,
     emulator,
-    openapi_path,
-    schema_checker,
     scoped_user_token,
     user_token,
 )
@@ -32,7 +34,7 @@ from .test_rest_support import (
 
 @pytest.fixture(scope="module")
 def checker() -> SchemaChecker:
-    return schema_checker()
+    return conformance_checker()
 
 
 def test_adapt_translates_openapi_30_dialect() -> None:
@@ -70,9 +72,28 @@ def test_checker_rejects_bodies_that_do_not_conform(
         checker.check(method, path, status, json.dumps(body).encode(), "application/json")
 
 
-def test_checker_refuses_json_errors_without_json_type(checker: SchemaChecker) -> None:
+def test_checker_refuses_json_errors_without_json_type() -> None:
     with pytest.raises(AssertionError):
-        checker.check("GET", "/users", 401, b'{"error":{"message":"x"}}', "text/html")
+        SchemaChecker(None).check("GET", "/users", 401, b'{"error":{"message":"x"}}', "text/html")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (404, b'{"message":"Not Found"}', "application/json"),  # no error envelope
+        (400, b'{"error":{"code":2001}}', "application/json"),  # envelope without a message
+        (204, b"{}", "application/json"),  # no-content with a body
+        (502, b"", "application/json"),  # the dropped answer claims JSON
+    ],
+)
+def test_checker_without_the_schema_still_checks_the_envelope(
+    status: int, body: bytes, content_type: str
+) -> None:
+    with pytest.raises(AssertionError):
+        SchemaChecker(None).check("GET", "/users", status, body, content_type)
+    SchemaChecker(None).check(
+        "GET", "/users", 404, b'{"error":{"message":"x"}}', "application/json"
+    )
 
 
 def test_missing_schema_fails_clearly(tmp_path: Path) -> None:
@@ -80,16 +101,41 @@ def test_missing_schema_fails_clearly(tmp_path: Path) -> None:
         SchemaChecker(tmp_path / "missing.json")
 
 
-def test_schema_path_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PDAUTH_OPENAPI_SCHEMA", str(tmp_path / "x.json"))
-    assert openapi_path() == tmp_path / "x.json"
-    monkeypatch.delenv("PDAUTH_OPENAPI_SCHEMA")
-    assert openapi_path().parts[-3:] == ("shared", "pagerduty-openapi", "openapiv3.json")
+def test_schema_lookup_order(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shared = tmp_path / "shared" / "pagerduty-openapi" / "openapiv3.json"
+    cached = repo / ".cache" / "pagerduty-openapi" / "openapiv3.json"
+    assert candidates(repo, {}) == [shared, cached]
+    assert find_schema(repo, {}) is None
+    cached.parent.mkdir(parents=True)
+    cached.write_text("{}")
+    assert find_schema(repo, {}) == cached
+    shared.parent.mkdir(parents=True)
+    shared.write_text("{}")
+    assert find_schema(repo, {}) == shared
+    # An explicit variable wins, and naming no file means absent: no fallback to the others.
+    explicit = tmp_path / "x.json"
+    assert find_schema(repo, {ENV_VAR: str(explicit)}) is None
+    explicit.write_text("{}")
+    assert find_schema(repo, {ENV_VAR: str(explicit)}) == explicit
+    assert Path(__file__).resolve().parents[2] == REPO
+
+
+def test_a_missing_schema_skips_with_one_reason_that_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "absent.json"))
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        conformance_checker()
+    assert skipped.value.msg == MISSING_REASON
+    assert "make schema" in MISSING_REASON
+    assert ENV_VAR in MISSING_REASON
+    assert SchemaChecker(find_schema()).registry is None  # behaviour tests still get a checker
 
 
 @pytest.mark.anyio
 async def test_every_operation_conforms() -> None:
-    checker = schema_checker()  # fresh counters for this test
+    checker = conformance_checker()  # fresh counters for this test
     app, client = emulator(checker, EmulatorConfig(rate_limit=200))
     state: EmulatorState = app.state.emulator
     directory = state.directory
@@ -160,3 +206,50 @@ async def test_every_operation_conforms() -> None:
     statuses = {status for (_, _, status) in checker.checked}
     assert {200, 201, 204, 400, 401, 402, 403, 404, 500} <= statuses
     assert sum(checker.checked.values()) >= len(calls)
+
+
+# -- scripts/fetch_schema.py (`make schema`) ----------------------------------------------------
+
+
+def _fetch_script() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_schema", REPO / "scripts/fetch_schema.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fetch_schema_verifies_then_writes_atomically(tmp_path: Path) -> None:
+    import hashlib
+
+    fetch = _fetch_script()
+    data = b'{"openapi": "3.0.2"}'
+    target = tmp_path / "cache" / "openapiv3.json"
+    with pytest.raises(fetch.FetchError, match="SHA-256 mismatch: got "):
+        fetch.verify(data)
+    fetch.verify(data, hashlib.sha256(data).hexdigest())
+    fetch.write_atomically(data, target)
+    assert target.read_bytes() == data
+    assert [p.name for p in target.parent.iterdir()] == ["openapiv3.json"]  # no temp left
+
+
+def test_fetch_schema_offline_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    fetch = _fetch_script()
+    with socket.socket() as sock:  # a port that refuses connections: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    fetch.URL = f"http://127.0.0.1:{port}/openapiv3.json"
+    target = tmp_path / "openapiv3.json"
+    assert fetch.main([str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("fetch_schema: cannot download"), err
+    assert "Traceback" not in err
+    assert not target.exists()

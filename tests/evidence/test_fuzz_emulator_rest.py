@@ -1,7 +1,7 @@
 """schemathesis over the emulator's REST surface, against PagerDuty's official OpenAPI schema.
 
-The schema is PagerDuty's own document (``$PDAUTH_OPENAPI_SCHEMA``, else
-``<repo>/../shared/pagerduty-openapi/openapiv3.json``), trimmed to the operations the emulator
+The schema is PagerDuty's own document (found as tests/schema_lookup.py says; without it the
+tests skip with its one reason, ``make schema`` fetches it), trimmed to the operations the emulator
 serves (``OPERATIONS`` of tests/emulator/test_rest_support.py) — every component stays, so each
 ``$ref`` resolves as PagerDuty wrote it. schemathesis generates requests from it, valid
 ("positive") and invalid ("negative"), and sends them to the emulator on a real socket, US and
@@ -32,8 +32,7 @@ from tests.emulator.test_rest_support import (
     ADMIN_US,
     OPERATIONS,
     SchemaChecker,
-    openapi_path,
-    schema_checker,
+    conformance_checker,
     user_token,
 )
 
@@ -54,7 +53,7 @@ class Region:
 
 @pytest.fixture(scope="module")
 def checker() -> SchemaChecker:
-    return schema_checker()
+    return conformance_checker()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,8 @@ def server() -> Iterator[EmulatorServer]:
 @pytest.fixture(scope="module")
 def schema(checker: SchemaChecker) -> Any:
     """The official document, only the served operations (all components kept)."""
-    document = json.loads(openapi_path().read_text(encoding="utf-8"))
+    assert checker.path is not None
+    document = json.loads(checker.path.read_text(encoding="utf-8"))
     paths: dict[str, Any] = {}
     for method, template in OPERATIONS:
         item = document["paths"][template]
