@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pdauth.clock import FrozenClock
+from pdauth.emulator import EmulatorConfig
 from pdauth.errors import (
     ConfigurationError,
     IdTokenError,
@@ -41,10 +42,13 @@ from pdauth.oauth import (
 )
 from tests.workers.harness import (
     BASE,
+    DEMO_ID,
     DEMO_REDIRECT,
+    DEMO_SECRET,
     EU_ADMIN,
     US_ADMIN,
     Harness,
+    Intercept,
     harness,
     make_settings,
     signing_key,
@@ -385,3 +389,168 @@ async def test_revoke_needs_an_endpoint_and_app_tokens_need_a_secret(h: Harness)
     async with IdentityClient(public, transport=httpx.ASGITransport(app=h.app)) as identity:
         with pytest.raises(ConfigurationError, match="PDAUTH_CLIENT_SECRET"):
             await identity.client_credentials(frozenset({"as_account-us.acme", "users.read"}))
+
+
+# -- client authentication: HTTP Basic (RFC 6749 §2.3.1) ---------------------------------------
+
+
+class Recorder:
+    """Keeps the token endpoint's requests as the emulator received them (headers and body)."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response | None:
+        if request.url.path in ("/oauth/token", "/oauth/revoke"):
+            self.requests.append(request)
+        return None  # let the emulator answer
+
+
+async def test_basic_authentication_connects_refreshes_and_revokes(
+    tmp_path: os.PathLike[str],
+) -> None:
+    db = "sqlite:///" + os.path.join(os.fspath(tmp_path), "t.db")
+    async with harness(
+        db,
+        config=EmulatorConfig(revocation_endpoint=True),
+        token_auth_method="client_secret_basic",
+        revoke_url=BASE + "/oauth/revoke",
+    ) as h:
+        recorder = Recorder()
+        h.transport.intercept = recorder
+        tokens = await exchange(h)
+        assert tokens.refresh_token is not None
+        refreshed = await h.connector.identity.refresh(tokens.refresh_token)
+        assert refreshed.refresh_token is not None
+        await h.connector.identity.revoke(refreshed.refresh_token, "refresh_token")
+        assert h.token_count("authorization_code") == 1
+        assert h.token_count("refresh_token") == 1
+    expected = "Basic " + base64.b64encode(f"{DEMO_ID}:{DEMO_SECRET}".encode()).decode()
+    assert [r.url.path for r in recorder.requests] == ["/oauth/token"] * 2 + ["/oauth/revoke"]
+    for request in recorder.requests:
+        assert request.headers["authorization"] == expected
+        form = dict(parse_qsl(request.content.decode()))
+        assert "client_secret" not in form
+        assert "client_id" not in form
+
+
+async def test_post_authentication_sends_no_authorization_header(h: Harness) -> None:
+    recorder = Recorder()
+    h.transport.intercept = recorder
+    await exchange(h)
+    (request,) = recorder.requests
+    assert "authorization" not in request.headers
+    assert dict(parse_qsl(request.content.decode()))["client_secret"] == DEMO_SECRET
+
+
+async def test_a_wrong_secret_over_basic_is_invalid_client(h: Harness) -> None:
+    settings = make_settings(
+        client_secret="not-the-secret", token_auth_method="client_secret_basic"
+    )
+    async with IdentityClient(
+        settings, transport=httpx.ASGITransport(app=h.app), clock=h.clock
+    ) as identity:
+        code, verifier = await code_and_verifier(h)
+        with pytest.raises(InvalidClientError):
+            await identity.exchange_code(code, verifier)
+
+
+# -- discovery URL and ensure_ready ------------------------------------------------------------
+
+
+async def test_ensure_ready_learns_the_issuer_and_keys_once(h: Harness) -> None:
+    identity = h.connector.identity
+    await identity.ensure_ready()
+    await identity.ensure_ready()
+    assert identity.known_issuer == h.state.config.issuer
+    assert h.transport.paths[DISCOVERY_PATH] == 1
+    assert h.transport.paths[JWKS_PATH] == 1
+    # What it cached is what verification uses: no further fetch for a genuine id_token.
+    tokens = await exchange(h)
+    assert tokens.id_token is not None
+    await identity.verify_id_token(tokens.id_token)
+    assert h.transport.paths[DISCOVERY_PATH] == 1
+    assert h.transport.paths[JWKS_PATH] == 1
+
+
+async def test_a_configured_discovery_url_is_the_one_fetched(h: Harness) -> None:
+    settings = make_settings(discovery_url=BASE + DISCOVERY_PATH, identity_url=BASE + "/x")
+    async with IdentityClient(settings, transport=h.transport, clock=h.clock) as identity:
+        await identity.issuer()
+    assert h.transport.paths[DISCOVERY_PATH] == 1
+    assert h.transport.paths["/x" + DISCOVERY_PATH] == 0
+
+
+def not_found_at(*paths: str) -> Intercept:
+    """A network hook: nothing at ``paths`` (404, as a server without that document answers);
+    every other request goes on to the emulator."""
+
+    async def intercept(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path in paths:
+            return httpx.Response(404, json={"error": "not_found"})
+        return None
+
+    return intercept
+
+
+async def test_a_missing_discovery_document_is_a_configuration_error(h: Harness) -> None:
+    url = BASE + "/realms/pd/.well-known/openid-configuration"
+    h.transport.intercept = not_found_at("/realms/pd/.well-known/openid-configuration")
+    settings = make_settings(discovery_url=url)
+    async with IdentityClient(settings, transport=h.transport, clock=h.clock) as identity:
+        for call in (identity.ensure_ready, identity.issuer):
+            with pytest.raises(ConfigurationError) as caught:
+                await call()
+            assert url in str(caught.value)
+            assert "PDAUTH_DISCOVERY_URL" in str(caught.value)
+            assert "404" in str(caught.value)
+    # Once the operator points PDAUTH_DISCOVERY_URL at the document, the client gets ready.
+    h.transport.intercept = None
+    fixed = make_settings(discovery_url=BASE + DISCOVERY_PATH)
+    async with IdentityClient(fixed, transport=h.transport, clock=h.clock) as identity:
+        await identity.ensure_ready()
+        assert identity.known_issuer == h.state.config.issuer
+    assert h.transport.paths["/realms/pd/.well-known/openid-configuration"] == 2
+
+
+async def test_pagerdutys_default_discovery_path_missing_is_named_too(h: Harness) -> None:
+    h.transport.intercept = not_found_at(DISCOVERY_PATH)
+    with pytest.raises(ConfigurationError, match="PDAUTH_DISCOVERY_URL") as caught:
+        await h.connector.identity.ensure_ready()
+    assert BASE + DISCOVERY_PATH in str(caught.value)
+
+
+async def test_a_missing_jwks_is_a_configuration_error(h: Harness) -> None:
+    h.transport.intercept = not_found_at(JWKS_PATH)
+    with pytest.raises(ConfigurationError, match="PDAUTH_JWKS_URL") as caught:
+        await h.connector.identity.ensure_ready()
+    assert BASE + JWKS_PATH in str(caught.value)
+
+
+async def test_a_configured_issuer_needs_no_discovery_to_be_ready(h: Harness) -> None:
+    settings = make_settings(
+        issuer=h.state.config.issuer, discovery_url=BASE + "/realms/pd/.well-known/x"
+    )
+    async with IdentityClient(settings, transport=h.transport, clock=h.clock) as identity:
+        await identity.ensure_ready()
+    assert h.transport.paths["/realms/pd/.well-known/x"] == 0
+
+
+@pytest.mark.parametrize("status", [500, 503, 403])
+async def test_other_discovery_failures_stay_server_errors(h: Harness, status: int) -> None:
+    # Only "nothing there" is the operator's to fix; a failing server is not a configuration
+    # problem (and must not be reported as one).
+    app = tiny_app(status, b"{}", {"content-type": "application/json"})
+    async with IdentityClient(
+        h.settings, transport=httpx.ASGITransport(app=app), clock=h.clock
+    ) as identity:
+        with pytest.raises(OAuthError, match="server_error"):
+            await identity.ensure_ready()
+
+
+async def test_users_me_404_is_still_just_no_user(h: Harness) -> None:
+    app = tiny_app(404, b"{}", {"content-type": "application/json"})
+    async with IdentityClient(
+        h.settings, transport=httpx.ASGITransport(app=app), clock=h.clock
+    ) as identity:
+        assert await identity.fetch_user(BASE, "pdus+_0token") is None

@@ -5,7 +5,7 @@ documented way to build one: it reads a mapping (``os.environ`` by default, neve
 file) and turns every problem into one :class:`~pdauth.errors.ConfigurationError` that names
 the variables to fix and never repeats a value. Endpoints must be absolute ``https`` URLs;
 ``http`` is allowed only on a loopback host (RFC 6749 §3.1.2.1 and §10.9, RFC 9700 §2.6,
-SECURITY-CHECKLIST §L.40). Secrets are ``SecretStr`` and credentials inside the database and
+docs/SECURITY.md item 40). Secrets are ``SecretStr`` and credentials inside the database and
 Redis URLs are masked, so ``repr``, ``str`` and ``model_dump`` show none of them.
 """
 
@@ -42,7 +42,7 @@ __all__ = ["Settings"]
 
 ENV_PREFIX = "PDAUTH_"
 
-# Endpoint suffixes under identity_url, as PagerDuty publishes them (PAGERDUTY.md §1).
+# Endpoint suffixes under identity_url, as PagerDuty publishes them.
 _AUTHORIZE_PATH = "/oauth/authorize"
 _TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path, not a password
 _JWKS_PATH = "/global/oauth/anonymous/jwks"

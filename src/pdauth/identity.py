@@ -2,17 +2,22 @@
 
 :class:`IdentityClient` sends the :class:`~pdauth.oauth.FormRequest` values that the pure
 ``pdauth.oauth`` core builds (RFC 6749 §4.1.3 code exchange, §6 refresh, §4.4 client
-credentials, RFC 7009 §2.1 revocation) and hands the raw answers back to ``pdauth.oauth`` for
-parsing. It never follows redirects, caps every body it reads, bounds every call by
-``settings.http_timeout`` (well under PagerDuty's 30 s code life) and turns connect errors and
-timeouts into :class:`~pdauth.errors.TransportError`. A code exchange is sent once; only a
-connect error — when the request surely never left — earns a single retry (RFC 6749 §4.1.2:
-a code is single use, and a strict server revokes the grant of a replayed one). It verifies
-id_tokens with joserfc (RS256 only, never ``none`` or HS*) against the JWKS, which it caches and
-refetches — at most once per ``jwks_refetch_interval`` — when a token names an unknown ``kid``
-(OIDC Core §10.1.1), then checks the claims with :func:`pdauth.oauth.identity_from_claims`. The
-expected issuer is ``settings.issuer`` or, when unset, the ``issuer`` of the OIDC discovery
-document (PagerDuty's documented and observed issuers differ; PAGERDUTY.md §1).
+credentials, RFC 7009 §2.1 revocation), authenticated as ``settings.token_auth_method`` says
+(``client_secret_post`` or HTTP Basic, RFC 6749 §2.3.1), and hands the raw answers back to
+``pdauth.oauth`` for parsing. It never follows redirects, caps every body it reads, bounds every
+call by ``settings.http_timeout`` (well under PagerDuty's 30 s code life) and turns connect
+errors and timeouts into :class:`~pdauth.errors.TransportError`. A code exchange is sent once;
+only a connect error — when the request surely never left — earns a single retry (RFC 6749
+§4.1.2: a code is single use, and a strict server revokes the grant of a replayed one). It
+verifies id_tokens with joserfc (RS256 only, never ``none`` or HS*) against the JWKS, which it
+caches and refetches — at most once per ``jwks_refetch_interval`` — when a token names an
+unknown ``kid`` (OIDC Core §10.1.1), then checks the claims with
+:func:`pdauth.oauth.identity_from_claims`. The expected issuer is ``settings.issuer`` or, when
+unset, the ``issuer`` of the OIDC discovery document at ``settings.discovery_endpoint``
+(PagerDuty's documented and observed issuers differ). A discovery or JWKS URL with nothing there
+(404/410) is a :class:`~pdauth.errors.ConfigurationError` naming the URL;
+:meth:`IdentityClient.ensure_ready` finds it before a connect flow spends its pending
+authorization.
 """
 
 from __future__ import annotations
@@ -164,6 +169,7 @@ class IdentityClient:
             code=code,
             redirect_uri=redirect_uri or self._settings.redirect_uri,
             code_verifier=code_verifier,
+            auth_method=self._settings.token_auth_method,
         )
         now = self._clock.now()
         with token_request_timer("authorization_code", self._clock):
@@ -191,6 +197,7 @@ class IdentityClient:
             client_id=self._settings.client_id,
             client_secret=self._client_secret(),
             refresh_token=refresh_token,
+            auth_method=self._settings.token_auth_method,
         )
         now = self._clock.now()
         with token_request_timer("refresh_token", self._clock):
@@ -213,6 +220,7 @@ class IdentityClient:
             client_id=self._settings.client_id,
             client_secret=secret,
             scopes=tuple(scopes),
+            auth_method=self._settings.token_auth_method,
         )
         now = self._clock.now()
         with token_request_timer("client_credentials", self._clock):
@@ -244,6 +252,7 @@ class IdentityClient:
             client_secret=self._client_secret(),
             token=token,
             token_type_hint=token_type_hint,
+            auth_method=self._settings.token_auth_method,
         )
         raw = await self._post_form(request)
         parse_revocation_response(raw.status, raw.body)
@@ -300,7 +309,15 @@ class IdentityClient:
                 f"talking to the PagerDuty identity service failed ({type(exc).__name__})"
             ) from None
 
-    async def _get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> Any:
+    async def _get_json(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        missing: str | None = None,
+    ) -> Any:
+        """GET a JSON document. ``missing``: what to tell the operator when ``url`` is not
+        there (404/410) — a wrong URL in the configuration, not a passing server fault."""
         try:
             raw = await self._send(
                 "GET",
@@ -310,6 +327,9 @@ class IdentityClient:
             )
         except _NotSentError:
             raise TransportError("could not connect to the PagerDuty identity service") from None
+        if raw.status in (404, 410) and missing is not None:
+            # The URL comes from the settings, which refuse credentials in URLs.
+            raise ConfigurationError(f"nothing at {url} (HTTP {raw.status}): {missing}")
         if raw.status != 200:
             raise OAuthError("server_error", f"the identity service answered {raw.status}")
         if len(raw.body) > MAX_DOCUMENT_BODY:
@@ -323,13 +343,30 @@ class IdentityClient:
 
     # -- issuer and keys -------------------------------------------------------------------
 
+    async def ensure_ready(self) -> None:
+        """Learn (and cache) what completing a connect flow needs: the issuer and the JWKS.
+
+        Call it before a pending authorization is consumed, so that a configuration error —
+        a discovery or JWKS URL with nothing there, raised as
+        :class:`~pdauth.errors.ConfigurationError` naming the URL and the variable to fix —
+        leaves the flow intact for a retry once it is fixed. Other failures raise as
+        :meth:`issuer` does (:class:`~pdauth.errors.TransportError`, ``OAuthError``). Cheap
+        once warm: the issuer is kept for the client's life, the JWKS for an hour.
+        """
+        await self.issuer()
+        await self._signing_keys(None)
+
     async def issuer(self) -> str:
         """The expected id_token ``iss``: ``settings.issuer``, else the discovery document's."""
         if self._issuer is not None:
             return self._issuer
         async with self._issuer_lock:
             if self._issuer is None:
-                doc = await self._get_json(self._settings.discovery_endpoint)
+                doc = await self._get_json(
+                    self._settings.discovery_endpoint,
+                    missing="set PDAUTH_DISCOVERY_URL to the OIDC discovery document "
+                    "(or PDAUTH_ISSUER to the expected issuer)",
+                )
                 issuer = doc.get("issuer") if isinstance(doc, dict) else None
                 if not isinstance(issuer, str) or not issuer or len(issuer) > 512:
                     raise OAuthError(
@@ -339,7 +376,10 @@ class IdentityClient:
             return self._issuer
 
     async def _load_jwks(self) -> tuple[RSAKey, ...]:
-        doc = await self._get_json(self._settings.jwks_endpoint)
+        doc = await self._get_json(
+            self._settings.jwks_endpoint,
+            missing="set PDAUTH_JWKS_URL to the identity service's JWKS document",
+        )
         entries = doc.get("keys") if isinstance(doc, dict) else None
         if not isinstance(entries, list):
             raise OAuthError("server_error", "the JWKS document has no key list")
@@ -424,7 +464,7 @@ class IdentityClient:
         """``GET {api_base_url}/users/me``; ``None`` when it fails in any way (best effort).
 
         ``api_base_url`` must be one of ``settings.api_base_urls`` (the token goes nowhere
-        else; SECURITY-CHECKLIST item 21).
+        else; docs/SECURITY.md item 21).
         """
         bases = {u.rstrip("/") for u in self._settings.api_base_urls.values()}
         if api_base_url.rstrip("/") not in bases:
