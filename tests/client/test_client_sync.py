@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -111,3 +114,60 @@ def test_bad_arguments_fail_in_the_callers_thread() -> None:
         SyncPagerDutyClient.from_token("t", kind="basic")  # type: ignore[arg-type]
     with pytest.raises(Exception, match="https"):
         SyncPagerDutyClient.from_token("t", base_url="http://api.example.com")
+
+
+# A script that never closes its client: it must still exit, and say it was not closed.
+UNCLOSED_SCRIPT = """
+import sys
+from pdauth.client import SyncPagerDutyClient
+
+client = SyncPagerDutyClient.from_token(sys.argv[2], kind="api_key", base_url=sys.argv[1])
+print(len(client.get("/users", params={"limit": 2})["users"]))
+if sys.argv[3] == "close":
+    client.close()
+"""
+
+
+def run_script(server: EmulatorServer, mode: str) -> subprocess.CompletedProcess[str]:
+    argv = [server.url, api_key(server), mode]
+    return subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", "-c", UNCLOSED_SCRIPT, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a generous bound: the bug this guards against never exits at all
+        check=False,
+    )
+
+
+def test_an_unclosed_client_does_not_keep_the_interpreter_alive(server: EmulatorServer) -> None:
+    done = run_script(server, "leave-open")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
+    assert "SyncPagerDutyClient was not closed" in done.stderr
+    assert "ResourceWarning" in done.stderr
+
+
+def test_a_closed_client_exits_without_a_warning(server: EmulatorServer) -> None:
+    done = run_script(server, "close")  # negative control for the warning
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
+    assert "not closed" not in done.stderr
+
+
+def test_a_collected_client_warns_and_stops_its_thread(server: EmulatorServer) -> None:
+    client = SyncPagerDutyClient.from_token(api_key(server), kind="api_key", base_url=server.url)
+    assert client.get("/users", params={"limit": 1})["users"]
+    thread = client._loop.thread
+    assert thread.daemon
+    with pytest.warns(ResourceWarning, match="not closed"):
+        del client  # no reference cycle: collected at once
+    assert not thread.is_alive()  # the finalizer joined it
+
+
+def test_close_stops_the_thread_without_a_warning(server: EmulatorServer) -> None:
+    client = SyncPagerDutyClient.from_token(api_key(server), kind="api_key", base_url=server.url)
+    thread = client._loop.thread
+    client.close()
+    assert not thread.is_alive()
+    del client
+    gc.collect()  # a warning here would fail the test (warnings are errors)
