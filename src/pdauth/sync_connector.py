@@ -14,10 +14,12 @@ closed. Safe to call from several threads (a web server's worker threads).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -33,6 +35,10 @@ from pdauth.tokens import RefreshDueReport
 __all__ = ["SyncConnector"]
 
 T = TypeVar("T")
+
+#: How long closing waits for the Connector to close and for the loop's thread to end; a
+#: call stuck past that cannot hold up the interpreter's exit (the thread is a daemon).
+CLOSE_TIMEOUT = 5.0
 
 
 class _PortalThread:
@@ -68,12 +74,11 @@ class _PortalThread:
             await portal.sleep_until_stopped()
 
     def stop(self) -> None:
-        """Stop the loop (after the calls in flight) and wait for the thread to end."""
-        if threading.current_thread() is self.thread:
-            raise RuntimeError("a SyncConnector cannot be closed from its own event loop")
+        """Stop the loop, cancelling what still runs, and wait (bounded) for the thread."""
         if self.thread.is_alive():
-            self.portal.call(self.portal.stop)
-            self.thread.join()
+            with contextlib.suppress(RuntimeError):  # already stopping
+                self.portal.call(self.portal.stop, True)
+            self.thread.join(CLOSE_TIMEOUT)
 
 
 class _PortalClient(SyncPagerDutyClient):
@@ -93,20 +98,31 @@ class _PortalClient(SyncPagerDutyClient):
         self._portal.call(self._client.aclose)
 
 
-def _finalize(loop: _PortalThread, connector: Connector, warn: bool) -> None:
-    """Close the Connector and stop the loop (garbage collection or interpreter exit)."""
-    if warn:
+def _shutdown(loop: _PortalThread, connector: Connector) -> None:
+    if not loop.thread.is_alive():
+        return
+    try:
+        loop.portal.start_task_soon(connector.aclose).result(CLOSE_TIMEOUT)
+    except (FutureTimeout, RuntimeError):  # stuck, or the loop is already stopping
+        pass
+    finally:
+        loop.stop()
+
+
+def _finalize(loop: _PortalThread, connector: Connector) -> None:
+    """A SyncConnector nobody closed: garbage collection or interpreter exit."""
+    try:
         warnings.warn(
             "a SyncConnector was not closed; use it in a `with` block or call close()",
             ResourceWarning,
             stacklevel=1,
         )
-    if threading.current_thread() is loop.thread or not loop.thread.is_alive():
-        return
-    try:
-        loop.portal.call(connector.aclose)
     finally:
-        loop.stop()
+        if threading.current_thread() is loop.thread:
+            # Collected on its own loop's thread, which must not wait for itself.
+            threading.Thread(target=_shutdown, args=(loop, connector), daemon=True).start()
+        else:
+            _shutdown(loop, connector)
 
 
 class SyncConnector:
@@ -124,7 +140,7 @@ class SyncConnector:
             self._loop.stop()
             raise
         self._closed = False
-        self._finalizer = weakref.finalize(self, _finalize, self._loop, self._connector, True)
+        self._finalizer = weakref.finalize(self, _finalize, self._loop, self._connector)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **kwargs: Any) -> Self:
@@ -146,9 +162,14 @@ class SyncConnector:
         """Close the Connector (its store and HTTP pool) and stop the background loop."""
         if self._closed:
             return
+        if threading.current_thread() is self._loop.thread:
+            raise RuntimeError("a SyncConnector cannot be closed from its own event loop")
         self._closed = True
         self._finalizer.detach()
-        _finalize(self._loop, self._connector, False)
+        try:
+            self._loop.portal.call(self._connector.aclose)
+        finally:
+            self._loop.stop()
 
     def __repr__(self) -> str:
         return f"SyncConnector(closed={self._closed})"
