@@ -1,17 +1,30 @@
-"""Shared fixtures: the anyio backend, a frozen clock, and the PostgreSQL test URL."""
+"""Shared fixtures: the anyio backend, a frozen clock, the in-process emulator, and databases.
+
+The emulator: ``emulator_state`` is a fresh seeded emulator on a frozen ``emulator_clock``
+(moved only by ``advance``) built from ``emulator_config`` — override that fixture in a
+conftest, or parametrize it (``@pytest.mark.parametrize("emulator_config", [...])``), to change
+it; ``emulator_app`` is its Starlette app and ``emulator_client`` an ``httpx.AsyncClient``
+reaching it through ``httpx.ASGITransport`` at ``http://emulator``. Code that cannot take a
+fixture uses tests/emulator_kit.py, which these are built on.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from pdauth.clock import FrozenClock
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from pdauth.emulator.config import EmulatorConfig
+    from pdauth.emulator.state import EmulatorClock, EmulatorState
     from pdauth.store import Store
 
 PG_URL_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/pdauth_test"
@@ -25,6 +38,53 @@ def anyio_backend() -> str:
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock()
+
+
+# -- the in-process emulator ------------------------------------------------------------------
+
+
+# The emulator is imported when a test asks for it, so tests that never use it do not load it.
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    from pdauth.emulator.config import EmulatorConfig
+
+    return EmulatorConfig()
+
+
+@pytest.fixture
+def emulator_clock() -> EmulatorClock:
+    from pdauth.emulator.state import EmulatorClock
+    from tests.emulator_kit import EMULATOR_START
+
+    return EmulatorClock(start=EMULATOR_START)
+
+
+@pytest.fixture
+def emulator_state(emulator_config: EmulatorConfig, emulator_clock: EmulatorClock) -> EmulatorState:
+    from tests.emulator_kit import make_emulator_state
+
+    return make_emulator_state(emulator_config, clock=emulator_clock)
+
+
+@pytest.fixture
+def emulator_app(emulator_state: EmulatorState) -> Starlette:
+    from pdauth.emulator.app import create_app
+
+    return create_app(state=emulator_state)
+
+
+@pytest.fixture
+async def emulator_client(emulator_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    from tests.emulator_kit import EMULATOR_BASE
+
+    transport = httpx.ASGITransport(app=emulator_app)
+    async with httpx.AsyncClient(transport=transport, base_url=EMULATOR_BASE) as client:
+        yield client
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
-"""Fixtures for the emulator's own tests: a fresh emulator per test, reached in-process.
+"""The ``flow`` fixture of the emulator's own tests: the OAuth dance against the app, through
+the control API the way a browser would through the consent page.
 
-``emulator_state`` runs on a frozen :class:`EmulatorClock` (moved only by ``advance``), so
-expiry tests never sleep. ``flow`` drives the OAuth dance against the app through the control
-API the way a browser would through the consent page.
+The emulator itself (``emulator_config``, ``emulator_state``, ``emulator_app``,
+``emulator_client``) comes from the root conftest: a fresh emulator per test, reached
+in-process, on a frozen clock (moved only by ``advance``), so expiry tests never sleep.
 """
 
 from __future__ import annotations
@@ -10,21 +11,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from starlette.applications import Starlette
 
-from pdauth.emulator.app import build_state, create_app
-from pdauth.emulator.config import EmulatorConfig
-from pdauth.emulator.state import EmulatorClock, EmulatorState, KeyRing
+from pdauth.emulator.state import EmulatorState
+from tests.emulator_kit import EMULATOR_START
 
-START = 1_800_000_000.0
+START = EMULATOR_START
 DEMO_ID = "pdauth-demo"
 DEMO_SECRET = "pdauth-demo-secret"
 DEMO_REDIRECT = "http://127.0.0.1:8000/callback"
@@ -42,38 +39,6 @@ def pkce_pair() -> tuple[str, str]:
 
 def query_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
-
-
-@pytest.fixture
-def emulator_config() -> EmulatorConfig:
-    return EmulatorConfig()
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> rsa.RSAPrivateKey:
-    """One RSA key for the session: generating 2048-bit keys dominates per-test setup."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture
-def emulator_state(
-    emulator_config: EmulatorConfig, signing_key: rsa.RSAPrivateKey
-) -> EmulatorState:
-    return build_state(
-        emulator_config, clock=EmulatorClock(start=START), keys=KeyRing(key=signing_key)
-    )
-
-
-@pytest.fixture
-def emulator_app(emulator_state: EmulatorState) -> Starlette:
-    return create_app(state=emulator_state)
-
-
-@pytest.fixture
-async def emulator_client(emulator_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=emulator_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
-        yield client
 
 
 @dataclass

@@ -26,15 +26,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 
-from pdauth.emulator.app import build_state, create_app
+from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
-from pdauth.emulator.state import EmulatorClock, EmulatorState, KeyRing
+from pdauth.emulator.state import EmulatorState
+from tests.emulator_kit import EMULATOR_BASE, EMULATOR_START, make_emulator_state
 from tests.schema_lookup import ENV_VAR, find_schema, require_schema
 
 __all__ = [
@@ -61,8 +61,8 @@ ADMIN_EU = "admin@eurocorp.example"
 DEMO_CLIENT_ID = "pdauth-demo"
 DEMO_SECRET = "pdauth-demo-secret"
 DEMO_REDIRECT = "http://127.0.0.1:8000/callback"
-START = 1_800_000_000.0  # a fixed emulator clock start (2027-01-15) keeps seeded data stable
-BASE = "http://emulator"
+START = EMULATOR_START  # a fixed emulator clock start (2027-01-15) keeps seeded data stable
+BASE = EMULATOR_BASE
 
 # The REST operations the emulator serves: (method, path template) as in the official schema.
 OPERATIONS: tuple[tuple[str, str], ...] = (
@@ -225,19 +225,9 @@ class SchemaChecker:
         )
 
 
-@functools.cache
-def _signing_key() -> rsa.RSAPrivateKey:
-    # One RSA key for the whole run: generating one per app would dominate the test time.
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 def make_state(config: EmulatorConfig | None = None, *, start: float = START) -> EmulatorState:
     """A fresh emulator state with a frozen clock (only ``clock.advance`` moves it)."""
-    return build_state(
-        config or EmulatorConfig(),
-        clock=EmulatorClock(start=start),
-        keys=KeyRing(_signing_key()),
-    )
+    return make_emulator_state(config, start=start)
 
 
 def schema_checker() -> SchemaChecker:
