@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pdauth.config import Settings
+from pdauth.config import Settings, unknown_variables
 from pdauth.errors import ConfigurationError
 
 KEY_MATERIAL_B64 = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode("ascii")
@@ -429,9 +430,11 @@ def test_no_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_overrides_win_over_the_mapping() -> None:
-    settings = Settings.from_env(REQUIRED, client_id="override", scopes=("a", "b"))
+    settings = Settings.from_env(
+        {**REQUIRED, "PDAUTH_SCOPES": "read"}, client_id="override", scopes=("write", "openid")
+    )
     assert settings.client_id == "override"
-    assert settings.scopes == ("a", "b")
+    assert settings.scopes == ("write", "openid")
 
 
 def test_unknown_override_is_a_configuration_error() -> None:
@@ -779,3 +782,140 @@ def test_discovery_url_overrides_pagerdutys_path() -> None:
     assert Settings.from_env(env(discovery_url="")).discovery_endpoint == (
         "https://identity.pagerduty.com/global/oauth/anonymous/.well-known/openid-configuration"
     )
+
+
+# -- configuration typos -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "closest"),
+    [
+        ("PDAUTH_CLIENTID", "PDAUTH_CLIENT_ID"),
+        ("PDAUTH_CLIENT_SECERT", "PDAUTH_CLIENT_SECRET"),
+        ("pdauth_redirect_url", "PDAUTH_REDIRECT_URI"),
+        ("PDAUTH_SCOPE", "PDAUTH_SCOPES"),
+        ("PDAUTH_DATABASE", "PDAUTH_DATABASE_URL"),
+        ("PDAUTH_METRICS_TOKENS", "PDAUTH_METRICS_TOKEN"),
+        ("PDAUTH_XYZZY", None),
+    ],
+)
+def test_unknown_variables_name_the_closest_setting(name: str, closest: str | None) -> None:
+    assert unknown_variables({**REQUIRED, name: "canary-value"}) == [(name, closest)]
+
+
+def test_settings_and_other_variables_are_not_unknown() -> None:
+    values = {
+        **secret_laden_env(),
+        "pdauth_log_level": "debug",  # a setting in another case
+        "PDAUTH_TEST_PG_URL": "postgresql://x",  # the test suite's own
+        "PDAUTH_OPENAPI_SCHEMA": "/x.json",
+        "PDAUTH_PG_BINDIR": "/usr/bin",
+        "HOME": "/root",
+        "PDAUTHX": "1",
+    }
+    assert unknown_variables(values) == []
+
+
+def test_unknown_variables_reads_the_process_environment_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PDAUTH_CLIENTID", "x")
+    assert ("PDAUTH_CLIENTID", "PDAUTH_CLIENT_ID") in unknown_variables()
+
+
+def test_from_env_warns_once_per_unknown_variable(caplog: pytest.LogCaptureFixture) -> None:
+    values = {
+        **REQUIRED,
+        "PDAUTH_CLIENTID": "canary-typo-value",
+        "PDAUTH_XYZZY": "canary-other-value",
+    }
+    with caplog.at_level(logging.WARNING, logger="pdauth.config"):
+        Settings.from_env(values)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pdauth.config"]
+    assert lines == [
+        "PDAUTH_CLIENTID is not a pdauth setting and is ignored (did you mean PDAUTH_CLIENT_ID?)",
+        "PDAUTH_XYZZY is not a pdauth setting and is ignored",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    assert "canary" not in caplog.text
+
+
+def test_a_typo_for_a_required_variable_is_warned_about_before_the_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    values = {k: v for k, v in REQUIRED.items() if k != "PDAUTH_CLIENT_ID"}
+    with caplog.at_level(logging.WARNING, logger="pdauth.config"):
+        message = configuration_error({**values, "PDAUTH_CLIENTID": "x"})
+    assert "PDAUTH_CLIENT_ID is required" in message
+    assert "did you mean PDAUTH_CLIENT_ID?" in caplog.text
+
+
+def test_no_warning_without_unknown_variables(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="pdauth.config"):
+        Settings.from_env(secret_laden_env())
+    assert [r for r in caplog.records if r.name == "pdauth.config"] == []
+
+
+def test_a_crafted_variable_name_cannot_forge_a_log_line() -> None:
+    name = "PDAUTH_X\nCRITICAL forged"
+    assert unknown_variables({name: "1"}) == [(ascii(name), None)]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "read;drop",
+        "read drop",
+        "incidents.raed",
+        "Incidents.read",
+        "incidents.read.write",
+        "incidents",
+        "as_account-us.acme",
+        "users:sessions:x.read",
+        "read,openid,write;",
+    ],
+)
+def test_scopes_outside_pagerdutys_grammar_are_refused(value: str) -> None:
+    message = configuration_error(env(scopes=value))
+    assert "PDAUTH_SCOPES holds a scope outside PagerDuty's grammar" in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["read", "write openid", "incidents.read users:sessions.write", "no_such.read teams.write"],
+)
+def test_scopes_inside_pagerdutys_grammar_are_kept(value: str) -> None:
+    assert Settings.from_env(env(scopes=value)).scopes == tuple(value.split())
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("mysql://u:canary-db-pw@db/pdauth", "only sqlite:/// and postgresql+psycopg://"),
+        ("oracle://db/x", "only sqlite:/// and postgresql+psycopg://"),
+        ("./pdauth.db", "not a valid database URL"),
+        ("pdauth.db", "not a valid database URL"),
+        ("postgresql+asyncpg://db/pdauth", "PostgreSQL is supported via psycopg 3"),
+        ("sqlite://", "in-memory SQLite"),
+        ("sqlite:///:memory:", "in-memory SQLite"),
+    ],
+)
+def test_unsupported_database_urls_are_refused(value: str, complaint: str) -> None:
+    message = configuration_error(env(database_url=value))
+    assert "PDAUTH_DATABASE_URL" in message
+    assert complaint in message
+    assert "canary-db-pw" not in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sqlite:///./pdauth.db",
+        "sqlite+pysqlite:////var/lib/pdauth/pdauth.db",
+        "postgresql://pdauth@db/pdauth",
+        "postgres://pdauth@db/pdauth",
+        "postgresql+psycopg://pdauth:pw@db:5432/pdauth",
+    ],
+)
+def test_supported_database_urls_are_kept_as_given(value: str) -> None:
+    assert Settings.from_env(env(database_url=value)).database_url == value

@@ -6,12 +6,16 @@ file) and turns every problem into one :class:`~pdauth.errors.ConfigurationError
 the variables to fix and never repeats a value. Endpoints must be absolute ``https`` URLs;
 ``http`` is allowed only on a loopback host (RFC 6749 §3.1.2.1 and §10.9, RFC 9700 §2.6,
 docs/SECURITY.md item 40). Secrets are ``SecretStr`` and credentials inside the database and
-Redis URLs are masked, so ``repr``, ``str`` and ``model_dump`` show none of them.
+Redis URLs are masked, so ``repr``, ``str`` and ``model_dump`` show none of them. Typos are
+caught at start-up: scopes outside PagerDuty's grammar and a database URL the store cannot
+serve are configuration errors, and a ``PDAUTH_*`` variable that is no setting is logged as a
+warning with the closest setting's name (:func:`unknown_variables`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -35,12 +39,22 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from pdauth._config_rules import (
+    ENV_PREFIX,
+    check_scope,
+    check_url,
+    describe,
+    mask_credentials,
+    unknown_names,
+)
+from pdauth._config_rules import env_name as _env
 from pdauth.crypto import KeyRing
 from pdauth.errors import ConfigurationError
+from pdauth.store.engine import normalize_url
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "unknown_variables"]
 
-ENV_PREFIX = "PDAUTH_"
+log = logging.getLogger("pdauth.config")
 
 # Endpoint suffixes under identity_url, as PagerDuty publishes them.
 _AUTHORIZE_PATH = "/oauth/authorize"
@@ -73,20 +87,13 @@ _EMPTY_IS_UNSET = (
     "metrics_token",
 )
 
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _MAX_HTTP_TIMEOUT = 25.0  # PagerDuty authorization codes live 30 s; leave room to spare.
 _MIN_SESSION_SECRET = 32
 _REDIS_PREFIX = re.compile(r"[\x21-\x7e]{1,64}")
-_URL_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@")
 
 # Set by from_env so that only the mapping it was given is read (not os.environ).
 _INIT_ONLY: ContextVar[bool] = ContextVar("pdauth_settings_init_only", default=False)
-
-
-def _env(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
 
 
 class Settings(BaseSettings):
@@ -171,15 +178,18 @@ class Settings(BaseSettings):
         """Build settings from ``env`` (default ``os.environ``); ``overrides`` win over it.
 
         Raises :class:`~pdauth.errors.ConfigurationError` listing every problem by its
-        variable name (``PDAUTH_CLIENT_ID is required``; …), never with a value.
+        variable name (``PDAUTH_CLIENT_ID is required``; …), never with a value. Logs a
+        warning for each ``PDAUTH_*`` variable that is not a setting (:func:`unknown_variables`).
         """
-        values: dict[str, Any] = _values_from(cls, os.environ if env is None else env)
+        source = os.environ if env is None else env
+        _warn_unknown(source)
+        values: dict[str, Any] = _values_from(cls, source)
         values.update(overrides)
         token = _INIT_ONLY.set(True)
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = _describe(exc)
+            problems = describe(exc)
         finally:
             _INIT_ONLY.reset(token)
         # Raised outside the except block so the ValidationError (which holds the inputs,
@@ -202,6 +212,18 @@ class Settings(BaseSettings):
             raise ValueError(f"{_env(_field(info))} must not be empty")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # The store's own rule, applied at start-up so a bad URL is a configuration error (exit
+        # 2) naming PDAUTH_DATABASE_URL rather than a failure at the first query.
+        if value:
+            try:
+                normalize_url(value)
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("client_secret")
     @classmethod
     def _client_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -211,12 +233,12 @@ class Settings(BaseSettings):
             raise ValueError("PDAUTH_CLIENT_SECRET is set but empty (unset it for a public client)")
         return value
 
-    @field_validator("session_secret")
+    @field_validator("session_secret", "webhook_secret", "metrics_token")
     @classmethod
-    def _session_secret(cls, value: SecretStr | None) -> SecretStr | None:
+    def _long_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < _MIN_SESSION_SECRET:
             raise ValueError(
-                f"PDAUTH_SESSION_SECRET must be at least {_MIN_SESSION_SECRET} characters "
+                f"{_env(_field(info))} must be at least {_MIN_SESSION_SECRET} characters "
                 "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         return value
@@ -252,11 +274,7 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("PDAUTH_SCOPES must name at least one scope")
         for scope in value:
-            if _SCOPE_TOKEN.fullmatch(scope) is None:
-                raise ValueError(
-                    "PDAUTH_SCOPES holds a malformed scope (RFC 6749 §3.3 allows printable "
-                    "ASCII except space, quote and backslash)"
-                )
+            check_scope(scope)
         return tuple(dict.fromkeys(value))
 
     @field_validator("app_kind", "log_format", "token_auth_method", mode="before")
@@ -276,19 +294,19 @@ class Settings(BaseSettings):
     @classmethod
     def _redirect_uri(cls, value: str) -> str:
         # Kept byte for byte: it must equal the registered URI (RFC 6749 §3.1.2, §4.1.3).
-        return _check_url(value, "redirect_uri", allow_query=True)
+        return check_url(value, "PDAUTH_REDIRECT_URI", allow_query=True)
 
     @field_validator(*_BASE_URL_FIELDS)
     @classmethod
     def _base_url(cls, value: str, info: ValidationInfo) -> str:
-        return _check_url(value, _field(info), allow_query=False).rstrip("/")
+        return check_url(value, _env(_field(info)), allow_query=False).rstrip("/")
 
     @field_validator(*_ENDPOINT_FIELDS)
     @classmethod
     def _endpoint_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        return _check_url(value, _field(info), allow_query=False)
+        return check_url(value, _env(_field(info)), allow_query=False)
 
     @field_validator("redis_url")
     @classmethod
@@ -312,7 +330,7 @@ class Settings(BaseSettings):
     def _public_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return _check_url(value, "public_url", allow_query=False).rstrip("/")
+        return check_url(value, "PDAUTH_PUBLIC_URL", allow_query=False).rstrip("/")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -345,16 +363,6 @@ class Settings(BaseSettings):
     def _admin_password(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 12:
             raise ValueError("PDAUTH_ADMIN_PASSWORD must be at least 12 characters")
-        return value
-
-    @field_validator("metrics_token")
-    @classmethod
-    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < _MIN_SESSION_SECRET:
-            raise ValueError(
-                f"PDAUTH_METRICS_TOKEN must be at least {_MIN_SESSION_SECRET} characters "
-                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
         return value
 
     @field_validator("http_timeout")
@@ -401,17 +409,7 @@ class Settings(BaseSettings):
     def _webhook_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return _check_url(value, "webhook_url", allow_query=True)
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < _MIN_SESSION_SECRET:
-            raise ValueError(
-                f"PDAUTH_WEBHOOK_SECRET must be at least {_MIN_SESSION_SECRET} characters "
-                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
-        return value
+        return check_url(value, "PDAUTH_WEBHOOK_URL", allow_query=True)
 
     @field_validator("keeper_interval", "refresh_horizon")
     @classmethod
@@ -484,13 +482,13 @@ class Settings(BaseSettings):
     @field_serializer("database_url", "redis_url")
     def _serialize_masked(self, value: str | None) -> str | None:
         # Dumps are for display and diagnostics, like repr; SecretStr fields are masked too.
-        return None if value is None else _mask_credentials(value)
+        return None if value is None else mask_credentials(value)
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         # SecretStr masks the secrets; these two are plain strings that may embed a password.
         for name, value in super().__repr_args__():
             if name in ("database_url", "redis_url") and isinstance(value, str):
-                yield name, _mask_credentials(value)
+                yield name, mask_credentials(value)
             else:
                 yield name, value
 
@@ -501,51 +499,6 @@ def _field(info: ValidationInfo) -> str:
 
 def _split_api_keys(value: SecretStr) -> list[str]:
     return [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_url(value: str, field_name: str, *, allow_query: bool) -> str:
-    """An absolute https URL (http only on loopback), with no credentials or fragment."""
-    name = _env(field_name)
-    # urlsplit silently deletes tabs and newlines; refuse them instead of guessing.
-    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in value):
-        raise ValueError(f"{name} must not contain spaces or control characters")
-    try:
-        parts = urlsplit(value)  # raises ValueError on a malformed IPv6 literal
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise ValueError(f"{name} has a malformed host or port") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise ValueError(f"{name} must be an absolute https:// URL")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ValueError(
-            f"{name} must use https (http is allowed only on a loopback host: "
-            "127.0.0.0/8, ::1 or localhost)"
-        )
-    if "@" in parts.netloc:
-        raise ValueError(f"{name} must not contain a user name or password")
-    if parts.fragment or value.endswith("#"):
-        raise ValueError(f"{name} must not contain a fragment (#…)")
-    if not allow_query and (parts.query or "?" in value):
-        raise ValueError(f"{name} must not contain a query (?…)")
-    return value
-
-
-def _mask_credentials(url: str) -> str:
-    match = _URL_CREDENTIALS.match(url)
-    if match is None or ":" not in match["userinfo"]:
-        return url
-    user = match["userinfo"].split(":", 1)[0]
-    return f"{match['scheme']}{user}:***@{url[match.end() :]}"
 
 
 def _values_from(settings_cls: type[Settings], env: Mapping[str, str]) -> dict[str, Any]:
@@ -560,20 +513,18 @@ def _values_from(settings_cls: type[Settings], env: Mapping[str, str]) -> dict[s
     }
 
 
-def _describe(exc: ValidationError) -> list[str]:
-    """One line per problem, by variable name; pydantic's input values are never included."""
-    problems: list[str] = []
-    for error in exc.errors(include_input=False, include_url=False, include_context=False):
-        loc = error["loc"]
-        field = str(loc[0]) if loc else None
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "missing" and field is not None:
-            problem = f"{_env(field)} is required"
-        elif error["type"] == "extra_forbidden" and field is not None:
-            problem = f"{field!r} is not a pdauth setting"
-        elif message.startswith(ENV_PREFIX) or field is None:
-            problem = message
-        else:
-            problem = f"{_env(field)} is invalid: {message}"
-        problems.append(problem)
-    return problems
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """The ``PDAUTH_*`` variables in ``env`` (default ``os.environ``) that are not settings.
+
+    Each comes with the setting it most likely meant, or None: ``PDAUTH_CLIENTID=x`` gives
+    ``("PDAUTH_CLIENTID", "PDAUTH_CLIENT_ID")``. Only names, never values. :meth:`Settings.from_env`
+    logs one warning per entry; ``pdauth doctor`` lists them.
+    """
+    known = [_env(field) for field in Settings.model_fields]
+    return unknown_names(os.environ if env is None else env, known)
+
+
+def _warn_unknown(env: Mapping[str, str]) -> None:
+    for name, closest in unknown_variables(env):
+        hint = f" (did you mean {closest}?)" if closest else ""
+        log.warning("%s is not a pdauth setting and is ignored%s", name, hint)
