@@ -22,7 +22,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def _samples() -> Samples:
-    text = generate_latest(metrics_registry()).decode()
+    registry = metrics_registry()
+    assert registry is not None  # prometheus-client (the metrics extra) is a dev dependency
+    text = generate_latest(registry).decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

@@ -1,5 +1,5 @@
 """PagerDuty pagination, as pure helpers: which style an endpoint uses, which page to ask for
-next, and how to take the entities out of a page.
+next, and how to take the entities out of a page or out of a single resource's answer.
 
 Classic ("offset") pagination sends ``limit`` (at most 100) and ``offset`` and reads ``more``;
 PagerDuty refuses ``offset + limit > 10000`` with a 400, so iteration past that point raises
@@ -28,6 +28,8 @@ __all__ = [
     "entity_key",
     "first_offset_page",
     "next_offset_page",
+    "singular_name",
+    "unwrap_entity",
     "unwrap_page",
     "uses_cursor",
 ]
@@ -129,6 +131,39 @@ def unwrap_page(body: Any, key: str) -> list[Any]:
     if len(lists) == 1:
         return lists[0]
     raise ValueError(f"the page has no {key!r} list")
+
+
+def singular_name(name: str) -> str:
+    """A collection's entity name: ``escalation_policies`` → ``escalation_policy``."""
+    if name.endswith("ies"):
+        return name[:-3] + "y"
+    return name[:-1] if name.endswith("s") else name
+
+
+def unwrap_entity(body: Any, path: str) -> Any:
+    """The entity of an answer, as python-pagerduty's ``rget`` returns it.
+
+    ``/users/PABC123`` (or ``/users/me``) → ``body["user"]``; a list endpoint such as
+    ``/users`` → ``body["users"]`` (the first page); the documented exceptions by their own
+    key. An answer with one content key besides the pagination fields gives that key's value;
+    an answer that is not wrapped (several content keys, not an object, empty) is returned as
+    it came, like python-pagerduty does for the endpoints whose wrapping it disables.
+    """
+    if not isinstance(body, Mapping):
+        return body
+    parts = _strip(path)
+    pattern = canonical_path(path, tuple(_WRAPPER_EXCEPTIONS))
+    candidates = [_WRAPPER_EXCEPTIONS[pattern]] if pattern is not None else []
+    if parts:
+        candidates.append(parts[-1])
+        if len(parts) > 1:
+            candidates.append(singular_name(parts[-2]))
+        candidates.append(singular_name(parts[-1]))
+    for key in candidates:
+        if key in body:
+            return body[key]
+    content = [k for k in body if k not in _PAGINATION_KEYS]
+    return body[content[0]] if len(content) == 1 else body
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from importlib.metadata import PackageNotFoundError, version
 from ipaddress import ip_address
 from types import TracebackType
@@ -32,6 +33,7 @@ from pdauth.client.pagination import (
     entity_key,
     first_offset_page,
     next_offset_page,
+    unwrap_entity,
     unwrap_page,
     uses_cursor,
 )
@@ -409,7 +411,7 @@ class PagerDutyClient:
 
     async def iter_all(
         self, path: str, params: Params | None = None, *, page_size: int = 100, **kw: Any
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Every entity of a list endpoint, page after page (``/users`` yields users).
 
         Chooses cursor pagination for the endpoints that use it (as PagerDuty's client does),
@@ -442,7 +444,7 @@ class PagerDutyClient:
 
     async def iter_cursor(
         self, path: str, params: Params | None = None, *, page_size: int = 100, **kw: Any
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Every entity of a cursor-paginated endpoint, following ``next_cursor``."""
         key = entity_key(self._relative(path))
         query = dict(params or {})
@@ -467,6 +469,49 @@ class PagerDutyClient:
                     path=path,
                 )
             seen.add(cursor)
+
+    # -- python-pagerduty's conveniences, under the names its users know ----------------------
+
+    async def rget(
+        self, resource: str | Mapping[str, Any], *, params: Params | None = None, **kw: Any
+    ) -> Any:
+        """GET a resource and return its entity, unwrapped: ``/users/PABC123`` → the user,
+        ``/users`` → the first page's users (see :func:`~pdauth.client.pagination.unwrap_entity`).
+        ``resource`` may also be an entity that carries its ``self`` URL."""
+        if isinstance(resource, Mapping):
+            url = resource.get("self")
+            if not isinstance(url, str):
+                raise RequestRefusedError("an entity passed as the resource needs a 'self' URL")
+            resource = url
+        body = await self.get(resource, params=params, **kw)
+        return unwrap_entity(body, self._relative(resource))
+
+    async def find(
+        self,
+        resource: str,
+        query: str,
+        attribute: str = "name",
+        params: Params | None = None,
+        **kw: Any,
+    ) -> Any | None:
+        """The first entity of ``resource`` (``"users"``, ``"/services"``) whose ``attribute``
+        equals ``query`` ignoring case, or None. The index is searched with ``query=``, so
+        only candidates are fetched (an index that ignores it is read until a match)."""
+        wanted = str(query).lower()
+        entities = self.iter_all(resource, {**(params or {}), "query": query}, **kw)
+        async with aclosing(entities):
+            async for entity in entities:
+                if (
+                    isinstance(entity, Mapping)
+                    and attribute in entity
+                    and str(entity[attribute]).lower() == wanted
+                ):
+                    return entity
+        return None
+
+    async def list_all(self, path: str, params: Params | None = None, **kw: Any) -> list[Any]:
+        """Every entity of a list endpoint, as a list (:meth:`iter_all`, collected)."""
+        return [entity async for entity in self.iter_all(path, params, **kw)]
 
     @staticmethod
     def _unwrap(body: Any, key: str, path: str) -> list[Any]:

@@ -16,7 +16,7 @@ import contextlib
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -198,10 +198,26 @@ class SyncPagerDutyClient:
         """See :meth:`PagerDutyClient.iter_cursor`."""
         return self._iterate(lambda: self._client.iter_cursor(path, params, **kw))
 
+    def rget(self, resource: str | Mapping[str, Any], **kw: Any) -> Any:
+        """See :meth:`PagerDutyClient.rget`."""
+        return self._run(self._client.rget, resource, **kw)
+
+    def find(self, resource: str, query: str, attribute: str = "name", **kw: Any) -> Any | None:
+        """See :meth:`PagerDutyClient.find`."""
+        return self._run(self._client.find, resource, query, attribute, **kw)
+
+    def list_all(self, path: str, params: Any = None, **kw: Any) -> list[Any]:
+        """See :meth:`PagerDutyClient.list_all`."""
+        result: list[Any] = self._run(self._client.list_all, path, params, **kw)
+        return result
+
     def _call(self, func: Callable[..., Any], method: str, path: str, kw: dict[str, Any]) -> Any:
+        return self._run(func, method, path, **kw)
+
+    def _run(self, func: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
         if self._closed:
             raise RuntimeError("the client is closed")
-        return self._portal.call(lambda: func(method, path, **kw))
+        return self._portal.call(lambda: func(*args, **kw))
 
     def _iterate(self, make: Callable[[], Any]) -> Iterator[Any]:
         if self._closed:
