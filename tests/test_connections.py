@@ -22,6 +22,7 @@ from pdauth.errors import (
     AuthorizationDeniedError,
     BindingMismatchError,
     CallbackError,
+    ConfigurationError,
     ConnectionNotFoundError,
     FlowExpiredError,
     IdTokenError,
@@ -30,7 +31,7 @@ from pdauth.errors import (
     UnknownStateError,
 )
 from pdauth.store import ConnectionRow
-from tests.workers.harness import BASE, EU_ADMIN, US_ADMIN, Harness, harness
+from tests.workers.harness import BASE, EU_ADMIN, US_ADMIN, Harness, harness, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -259,7 +260,8 @@ async def test_from_env_builds_a_connector(tmp_path: os.PathLike[str]) -> None:
         "PDAUTH_ENCRYPTION_KEYS": "k1:" + "A" * 43,
         "PDAUTH_DATABASE_URL": sqlite_url(tmp_path),
     }
-    async with Connector.from_env(env) as connector:
+    # A new database: migrate=True brings it up to date on open (it is refused without).
+    async with Connector.from_env(env, migrate=True) as connector:
         assert connector.settings.client_id == "pdauth-demo"
 
 
@@ -515,3 +517,66 @@ async def test_without_an_id_token_the_account_is_learned_from_users_me(
     assert conn.account_id == f"subdomain:{conn.subdomain}"
     assert conn.user_email == user
     assert conn.api_base_url == (BASE if region == "us" else BASE + "/eu")
+
+
+# -- a new database: a clear error, or migrate=True ----------------------------------------------
+
+
+async def test_an_unmigrated_database_names_the_upgrade_command(db_url: str) -> None:
+    connector = Connector(make_settings(database_url=db_url))
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            await connector.begin("user-1")
+        message = str(caught.value)
+        assert "pdauth db upgrade" in message
+        assert "no such table" not in message.lower()
+        assert "does not exist" not in message.lower()
+        # Still refused on the next call (the gate passes only once the schema is current).
+        with pytest.raises(ConfigurationError):
+            await connector.connections()
+        assert await connector.store.current_revision() is None  # and nothing was created
+    finally:
+        await connector.aclose()
+
+
+async def test_opening_the_connector_checks_the_schema(db_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="pdauth db upgrade"):
+        async with Connector(make_settings(database_url=db_url)):
+            pytest.fail("the body must not run on an unmigrated database")
+
+
+async def test_migrate_true_migrates_on_open(db_url: str) -> None:
+    async with Connector(make_settings(database_url=db_url), migrate=True) as connector:
+        assert await connector.store.is_up_to_date()
+        start = await connector.begin("user-1")
+        assert start.url
+
+
+async def test_concurrent_connectors_with_migrate_true_all_open(db_url: str) -> None:
+    import anyio
+
+    connectors = [Connector(make_settings(database_url=db_url), migrate=True) for _ in range(4)]
+    try:
+        async with anyio.create_task_group() as tg:
+            for connector in connectors:
+                tg.start_soon(connector.open)
+        for connector in connectors:
+            assert await connector.connections() == []
+    finally:
+        for connector in connectors:
+            await connector.aclose()
+
+
+async def test_the_schema_is_checked_once_not_on_every_call(db_url: str) -> None:
+    import sqlalchemy as sa
+
+    async with Connector(make_settings(database_url=db_url), migrate=True) as connector:
+        await connector.connections()
+        # Were the check repeated, the missing version table would now refuse the next call.
+        with connector.store.store.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE alembic_version"))
+        assert await connector.connections() == []
+    # Negative control: a new Connector checks again and sees the damage.
+    with pytest.raises(ConfigurationError, match="pdauth db upgrade"):
+        async with Connector(make_settings(database_url=db_url)):
+            pytest.fail("a fresh Connector must check the schema again")

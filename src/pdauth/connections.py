@@ -159,7 +159,8 @@ class Connection:
     delegation_id: str | None = None
     last_used_at: float | None = None
     refresh_expires_at: float | None = None
-    token_version: int | None = None
+    # Out of the repr so that no word "token" appears there (a test checks it).
+    token_version: int | None = field(default=None, repr=False)
     key_id: str | None = None
     refresh_lease_until: float | None = None
 
@@ -331,9 +332,12 @@ class Connector:
     """Connect, use and disconnect PagerDuty accounts (an async context manager).
 
     ``store``: a :class:`pdauth.store.AsyncStore` or :class:`pdauth.store.Store` (not closed
-    here), else one is opened on ``settings.database_url`` (and closed by :meth:`aclose`);
-    the schema must be current (``pdauth db upgrade``). ``transport`` routes every outbound
-    HTTP call (tests and the demo use ``httpx.ASGITransport(app=emulator_app)``).
+    here), else one is opened on ``settings.database_url`` (and closed by :meth:`aclose`).
+    The schema is checked once, before the first database call: one that is missing or
+    behind raises :class:`~pdauth.errors.ConfigurationError` naming ``pdauth db upgrade``,
+    unless ``migrate=True``, which migrates it then (safe with several instances starting
+    together). ``transport`` routes every outbound HTTP call (tests and the demo use
+    ``httpx.ASGITransport(app=emulator_app)``).
     """
 
     def __init__(
@@ -346,6 +350,7 @@ class Connector:
         key_ring: KeyRing | None = None,
         http: httpx.AsyncClient | None = None,
         jwks_refetch_interval: float = 30.0,
+        migrate: bool = False,
         _unsafe_disable_lease_for_tests: bool = False,
     ) -> None:
         self._settings = settings
@@ -356,6 +361,7 @@ class Connector:
             store = AsyncStore(Store(settings.database_url))
         elif isinstance(store, Store):
             store = AsyncStore(store)
+        store.require_schema(upgrade=migrate)
         self._store: AsyncStore = store
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
@@ -384,7 +390,17 @@ class Connector:
         return cls(Settings.from_env(env), **kwargs)
 
     async def __aenter__(self) -> Connector:
+        try:
+            await self.open()
+        except BaseException:
+            await self.aclose()  # __aexit__ will not run: release the pool and the client
+            raise
         return self
+
+    async def open(self) -> None:
+        """Check (or, with ``migrate=True``, bring up to date) the schema now rather than on
+        first use; idempotent."""
+        await self._store.check_schema()
 
     async def __aexit__(
         self,

@@ -85,3 +85,28 @@ def test_sqlite_connection_settings_and_private_file(db_url: str) -> None:
         for suffix in ("", "-wal", "-shm"):
             mode = stat.S_IMODE(os.stat(path + suffix).st_mode)
             assert mode & 0o077 == 0, (suffix, oct(mode))
+
+
+def test_ensure_schema_refuses_an_unmigrated_database_and_upgrades_on_request(
+    db_url: str,
+) -> None:
+    from pdauth.errors import ConfigurationError
+
+    with Store(db_url) as store:
+        with pytest.raises(ConfigurationError, match="pdauth db upgrade") as caught:
+            store.ensure_schema()
+        assert "no such table" not in str(caught.value).lower()
+        assert store.current_revision() is None
+        store.ensure_schema(upgrade=True)
+        assert store.is_up_to_date()
+        store.ensure_schema()  # current: nothing to say
+
+
+def test_ensure_schema_refuses_a_database_from_a_newer_pdauth(store: Store) -> None:
+    from pdauth.errors import ConfigurationError
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    for upgrade in (False, True):
+        with pytest.raises(ConfigurationError, match="newer pdauth"):
+            store.ensure_schema(upgrade=upgrade)

@@ -43,6 +43,10 @@ class AsyncStore:
         self._store = store
         self._max_threads = max_threads
         self._limiter: anyio.CapacityLimiter | None = None
+        # The schema gate (see require_schema): None = no check; else "upgrade if behind".
+        self._gate_upgrade: bool | None = None
+        self._gate_passed = False
+        self._gate_lock: anyio.Lock | None = None
 
     @classmethod
     def open(
@@ -66,7 +70,38 @@ class AsyncStore:
     def dialect(self) -> str:
         return self._store.dialect
 
+    def require_schema(self, *, upgrade: bool = False) -> None:
+        """Check the schema once, before the first data call (:meth:`Store.ensure_schema`).
+
+        Schema calls (``upgrade``, ``current_revision``, ``is_up_to_date``) and ``aclose``
+        are never gated, so a readiness check still reports a database that is behind.
+        """
+        if self._gate_upgrade is None or upgrade:
+            self._gate_upgrade = upgrade
+            self._gate_passed = False
+
+    async def ensure_schema(self, *, upgrade: bool = False) -> None:
+        """:meth:`Store.ensure_schema` in a worker thread."""
+        await self._thread(self._store.ensure_schema, upgrade=upgrade)
+
+    async def check_schema(self) -> None:
+        """Pass the schema gate now (if :meth:`require_schema` set one); idempotent."""
+        if self._gate_upgrade is not None and not self._gate_passed:
+            await self._pass_gate()
+
+    async def _pass_gate(self) -> None:
+        if self._gate_lock is None:
+            self._gate_lock = anyio.Lock()
+        async with self._gate_lock:  # one check per store, however many first callers
+            if not self._gate_passed:
+                await self.ensure_schema(upgrade=bool(self._gate_upgrade))
+                self._gate_passed = True
+
     async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        await self.check_schema()
+        return await self._thread(fn, *args, **kwargs)
+
+    async def _thread(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._limiter is None:
             # Created on first use, inside the event loop that will use it.
             self._limiter = anyio.CapacityLimiter(self._max_threads)
@@ -76,7 +111,7 @@ class AsyncStore:
 
     async def aclose(self) -> None:
         """Dispose of the pool (in a thread: closing connections may block)."""
-        await self._call(self._store.dispose)
+        await self._thread(self._store.dispose)
 
     async def dispose(self) -> None:
         await self.aclose()
@@ -84,13 +119,13 @@ class AsyncStore:
     # -- schema ---------------------------------------------------------------------------
 
     async def upgrade(self) -> None:
-        await self._call(self._store.upgrade)
+        await self._thread(self._store.upgrade)
 
     async def current_revision(self) -> str | None:
-        return await self._call(self._store.current_revision)
+        return await self._thread(self._store.current_revision)
 
     async def is_up_to_date(self) -> bool:
-        return await self._call(self._store.is_up_to_date)
+        return await self._thread(self._store.is_up_to_date)
 
     # -- connections ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from pdauth.errors import ConfigurationError
 from pdauth.store import migrate
 from pdauth.store.engine import (
     WRITE_OPTION,
@@ -246,6 +247,31 @@ class Store:
 
     def is_up_to_date(self) -> bool:
         return self.current_revision() == migrate.head_revision()
+
+    def ensure_schema(self, *, upgrade: bool = False) -> None:
+        """Check (one query) that the schema is current; with ``upgrade`` migrate it if not.
+
+        An unmigrated or older database raises :class:`ConfigurationError` naming
+        ``pdauth db upgrade`` instead of a "no such table" from the first query; a database
+        migrated by a newer pdauth is refused either way. Concurrent upgraders are safe
+        (see :func:`pdauth.store.migrate.run_upgrade`).
+        """
+        current = self.current_revision()
+        if current == migrate.head_revision():
+            return
+        if current is not None and not migrate.is_known_revision(current):
+            raise ConfigurationError(
+                f"the database at {self.url} was migrated by a newer pdauth "
+                f"(revision {current}); upgrade pdauth before using it"
+            )
+        if upgrade:
+            self.upgrade()
+            return
+        state = "has no pdauth schema" if current is None else f"is at old revision {current}"
+        raise ConfigurationError(
+            f"the database at {self.url} {state}: run `pdauth db upgrade` "
+            "(or open the Connector with migrate=True)"
+        )
 
     # -- connections ----------------------------------------------------------------------
 

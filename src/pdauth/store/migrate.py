@@ -8,6 +8,7 @@ transaction-scoped advisory lock, so two instances starting together do not both
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Final
 
@@ -16,10 +17,19 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 
 from pdauth.store.engine import WRITE_OPTION
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "run_upgrade"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "is_known_revision",
+    "run_upgrade",
+]
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 # Arbitrary but fixed: the key of the PostgreSQL advisory lock held while migrating.
@@ -34,8 +44,22 @@ def alembic_config() -> Config:
     return config
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    # Read once per process: the migrations shipped with the package do not change.
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return _scripts().get_current_head()
+
+
+def is_known_revision(revision: str) -> bool:
+    """True if ``revision`` is one of this package's migrations (False: a newer pdauth's)."""
+    try:
+        return _scripts().get_revision(revision) is not None
+    except (CommandError, RevisionError):  # an id this package does not ship
+        return False
 
 
 def current_revision(connection: sa.Connection) -> str | None:
