@@ -107,6 +107,6 @@ def test_ensure_schema_refuses_a_database_from_a_newer_pdauth(store: Store) -> N
 
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
-    for upgrade in (False, True):
+    for migrate_too in (False, True):
         with pytest.raises(ConfigurationError, match="newer pdauth"):
-            store.ensure_schema(upgrade=upgrade)
+            store.ensure_schema(upgrade=migrate_too)
