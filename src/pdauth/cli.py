@@ -1,8 +1,8 @@
 """The ``pdauth`` command line: ``run(argv) -> int`` parses arguments and dispatches.
 
-Each subcommand lives in a small function that calls the layers below (the emulator,
-the service, the Connector); this module only parses, prints and maps errors to exit
-codes: 0 success, 1 a failure the command reports, 2 a usage or configuration error.
+Every subcommand lives in :mod:`pdauth.commands` (one module each) and registers itself on the
+parser built here; this module only parses and maps what escapes a command to an exit code:
+0 success, 1 a failure the command reports, 2 a usage or configuration error, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,13 +12,19 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pdauth import __version__
+from pdauth.commands._output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from pdauth.commands.connect import add_connect_command
+from pdauth.commands.connections import add_connections_command
+from pdauth.commands.db import add_db_command
+from pdauth.commands.demo import add_demo_command
+from pdauth.commands.doctor import add_doctor_command
+from pdauth.commands.emulator import add_emulator_command
+from pdauth.commands.keeper import add_keeper_command
+from pdauth.commands.keys import add_keys_command
+from pdauth.commands.serve import add_serve_command
 from pdauth.errors import PdauthError
 
 __all__ = ["build_parser", "main", "run"]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -31,28 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pdauth {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _register_subcommands(sub)
+    for register in (
+        add_emulator_command,
+        add_keys_command,
+        add_db_command,
+        add_serve_command,
+        add_demo_command,
+        add_connections_command,
+        add_connect_command,
+        add_doctor_command,
+        add_keeper_command,
+    ):
+        register(sub)
     return parser
-
-
-def _register_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Subcommands register themselves here as the layers they call are built."""
-    from pdauth.commands.connect import add_connect_command
-    from pdauth.commands.connections import add_connections_command
-    from pdauth.commands.doctor import add_doctor_command
-    from pdauth.demo import add_demo_command
-    from pdauth.emulator.cli import add_emulator_command
-    from pdauth.rotation import add_db_command, add_keys_command
-    from pdauth.service.cli import add_serve_command
-
-    add_emulator_command(sub)
-    add_keys_command(sub)
-    add_db_command(sub)
-    add_serve_command(sub)
-    add_demo_command(sub)
-    add_connections_command(sub)
-    add_connect_command(sub)
-    add_doctor_command(sub)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from pdauth.cli import run
 from pdauth.clock import FrozenClock
 from pdauth.commands import Runtime, use_runtime
-from pdauth.commands.connections import event_view
+from pdauth.commands._views import event_view
 from pdauth.config import Settings
 from pdauth.connections import Connector
 from pdauth.emulator import EmulatorConfig

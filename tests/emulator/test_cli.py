@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from pdauth.cli import build_parser, run
-from pdauth.emulator.cli import config_from_args
+from pdauth.commands.emulator import config_from_args
 from pdauth.emulator.config import EmulatorConfig
 
 

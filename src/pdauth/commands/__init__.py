@@ -1,10 +1,14 @@
-"""pdauth's operations commands: ``connections``, ``connect`` and ``doctor``.
+"""Every ``pdauth`` subcommand, one module each: ``serve``, ``demo``, ``emulator``, ``keeper``,
+``keys``, ``db``, ``connections`` (with ``connections_refresh``), ``connect`` and ``doctor``.
 
-Each module registers its subcommands on pdauth's parser (:mod:`pdauth.cli`) and runs them
-through the public layers (Connector, TokenManager, Store). Shared output — tables, JSON,
-progress, exit codes — lives in :mod:`pdauth.commands._output`; the replaceable outside world
-(environment, clock, transport, browser) in :mod:`pdauth.commands._runtime`. ``Progress``,
-``epilog`` and ``print_json`` are re-exported for the other commands (``keys``, ``db``).
+Each module registers its subcommand on pdauth's parser (:mod:`pdauth.cli`) and runs it through
+the public layers (Connector, TokenManager, Keeper, Store, the service and the emulator); the
+library code a command calls lives outside this package (e.g. :mod:`pdauth.rotation` for
+``keys rotate``). Shared pieces: parser registration, flag types and foreground serving in
+:mod:`pdauth.commands._common`; tables, JSON, progress and exit codes in
+:mod:`pdauth.commands._output`; the replaceable outside world (environment, clock, transport,
+browser) in :mod:`pdauth.commands._runtime`; what a connection or event may show in
+:mod:`pdauth.commands._views`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ opener a command uses; the defaults are the real ones (``os.environ``, the syste
 network, :func:`webbrowser.open`). Tests install another with :func:`use_runtime` around
 ``pdauth.cli.run(argv)`` — e.g. an ``httpx.ASGITransport`` to the in-process emulator — since
 ``run`` builds its parser from scratch and cannot be handed objects. This module also maps
-pdauth's error tree to the shared exit codes and sets up redacted logging for a command.
+pdauth's error tree to the shared exit codes, sets up redacted logging for a command, and runs
+a command's body with a Connector on a migrated database (:func:`with_connector`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pdauth.commands._output import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    clean,
     report_error,
 )
 from pdauth.config import Settings
@@ -38,20 +40,27 @@ from pdauth.errors import (
     InvalidClientError,
     PdauthError,
 )
+from pdauth.logs import configure_logging, register_secret
+from pdauth.store import ConnectionRow
 
 __all__ = [
+    "Body",
     "ConnectorFactory",
     "Runtime",
     "command_logging",
     "current_runtime",
     "exit_code_for",
     "fail",
+    "register_secrets",
+    "require_row",
     "run_async",
     "use_runtime",
+    "with_connector",
 ]
 
 T = TypeVar("T")
 ConnectorFactory = Callable[[Settings], Connector]
+Body = Callable[[Connector, Settings], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,53 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     return anyio.run(fn)
 
 
+def with_connector(command: str, runtime: Runtime | None, body: Body) -> int:
+    """Settings, logging, a Connector on a current schema, then ``body``; errors → exit codes."""
+    rt = current_runtime(runtime)
+    try:
+        settings = rt.settings()
+    except ConfigurationError as exc:
+        return fail(command, exc)
+    with command_logging(settings, rt.environ()):
+
+        async def main() -> int:
+            async with rt.connector(settings) as connector:
+                if not await connector.store.is_up_to_date():
+                    raise ConfigurationError(
+                        "the database schema is not current; run `pdauth db upgrade`"
+                    )
+                return await body(connector, settings)
+
+        try:
+            return run_async(main)
+        except PdauthError as exc:
+            return fail(command, exc)
+
+
+async def require_row(connector: Connector, connection_id: str) -> ConnectionRow:
+    """The stored row of ``connection_id``; ConnectionNotFoundError (exit 3) if there is none."""
+    row = await connector.store.get_connection(connection_id)
+    if row is None:
+        raise ConnectionNotFoundError(f"no connection {clean(connection_id)}")
+    return row
+
+
+def register_secrets(settings: Settings) -> None:
+    """Tell the log redaction filter every secret value the settings hold."""
+    for secret in (
+        settings.client_secret,
+        settings.session_secret,
+        settings.admin_password,
+        settings.webhook_secret,
+    ):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    for key in settings.api_key_list():
+        register_secret(key.get_secret_value())
+    for entry in settings.encryption_keys.get_secret_value().split(","):
+        register_secret(entry.partition(":")[2].strip())
+
+
 class _Stderr:
     """Writes to whatever ``sys.stderr`` is at the time (tests swap it between commands)."""
 
@@ -153,9 +209,6 @@ def command_logging(settings: Settings | None, env: Mapping[str, str]) -> Iterat
     with the redaction filter first. The root logger is restored afterwards, so running a
     command in-process (tests, host apps) leaves no handler behind.
     """
-    from pdauth.logs import configure_logging
-    from pdauth.service.cli import register_secrets
-
     root = logging.getLogger()
     level_before = root.level
     explicit = any(key.upper() == "PDAUTH_LOG_LEVEL" for key in env)

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
+from pdauth.commands._common import Subcommands, port
 from pdauth.commands._output import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -43,7 +44,7 @@ from pdauth.commands._runtime import (
     fail,
     run_async,
 )
-from pdauth.commands.connections import connection_view
+from pdauth.commands._views import connection_view
 from pdauth.config import Settings
 from pdauth.connections import PENDING_TTL, Connection, Connector
 from pdauth.errors import AuthorizationDeniedError, ConfigurationError, PdauthError
@@ -116,16 +117,6 @@ def _owner(text: str) -> str:
     return text
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a port is a number 0-65535") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("a port is a number 0-65535")
-    return value
-
-
 def _timeout(text: str) -> float:
     try:
         value = float(text)
@@ -137,7 +128,7 @@ def _timeout(text: str) -> float:
     return value
 
 
-def add_connect_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_connect_command(sub: Subcommands) -> None:
     """Register ``pdauth connect``."""
     parser = sub.add_parser(
         "connect",
@@ -163,7 +154,7 @@ def add_connect_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=port,
         help="listen on this port instead of the redirect URI's (0: any free port); only for "
         "authorization servers that accept any loopback port (PagerDuty does not)",
     )

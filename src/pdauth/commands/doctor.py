@@ -30,11 +30,11 @@ from joserfc.jwk import RSAKey
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from pdauth.commands._common import DEFAULT_DATABASE_URL, Subcommands, add_command
 from pdauth.commands._output import (
     EXIT_FAILURE,
     EXIT_OK,
     clean,
-    epilog,
     print_json,
 )
 from pdauth.commands._runtime import Runtime, command_logging, current_runtime, run_async
@@ -48,7 +48,6 @@ __all__ = ["Check", "add_doctor_command", "diagnose", "run_doctor"]
 
 Status = Literal["OK", "WARN", "FAIL", "SKIP"]
 
-DEFAULT_DATABASE_URL = "sqlite:///./pdauth.db"
 MAX_DOCUMENT = 256 * 1024
 IDENTITY_TIMEOUT = 10.0
 REDIS_TIMEOUT = 3.0
@@ -494,20 +493,18 @@ def diagnose(env: Mapping[str, str], *, offline: bool, runtime: Runtime) -> list
 # -- command line ------------------------------------------------------------------------------
 
 
-def add_doctor_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_doctor_command(sub: Subcommands) -> None:
     """Register ``pdauth doctor``."""
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "doctor",
-        help="check settings, keys, database, PagerDuty's identity service and Redis",
+        "check settings, keys, database, PagerDuty's identity service and Redis",
+        "doctor exits 0 when no check FAILs (warnings allowed) and 1 otherwise; 2 only "
+        "for bad arguments.",
         description="Check this deployment: PDAUTH_* settings, secrets, endpoints, redirect "
         "URI, encryption keys (a sample stored token decrypts), database (reachable, "
         "migrated), PagerDuty's identity service (discovery + JWKS) and Redis. Prints one "
         "line per check (OK, WARN, FAIL, SKIP) with the fix. Never prints a secret.",
-        epilog=epilog(
-            "doctor exits 0 when no check FAILs (warnings allowed) and 1 otherwise; 2 only "
-            "for bad arguments."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--offline", action="store_true", help="skip the checks that call PagerDuty"

@@ -21,32 +21,12 @@ from types import TracebackType
 import uvicorn
 from starlette.applications import Starlette
 
+from pdauth._net import bind_socket, format_url
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.state import EmulatorState
 
 __all__ = ["EmulatorServer", "bind_socket", "format_url"]
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on ``host:port`` (port 0 picks a free one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that name
-    # it, and uvicorn writes head and body separately — else each kept-alive request waits
-    # ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def format_url(scheme: str, host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{port}"
 
 
 class EmulatorServer:

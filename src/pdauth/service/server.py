@@ -4,7 +4,7 @@ background thread (real-browser tests, benchmarks).
 Two uvicorn settings matter for security and are fixed here: ``proxy_headers=False``, because
 uvicorn would otherwise believe ``X-Forwarded-For``/``-Proto`` from 127.0.0.1 and rewrite the
 client address — the service decides whom to believe itself (``PDAUTH_TRUSTED_PROXIES``,
-SECURITY-CHECKLIST.md item 41) — and ``server_header=False``. Access-log lines pass through
+docs/SECURITY.md item 41) — and ``server_header=False``. Access-log lines pass through
 pdauth's redaction filter (``pdauth.logs``) when logging is configured by the CLI, so the
 callback's ``code``/``state`` and connect-session tokens never reach a log.
 """
@@ -20,23 +20,9 @@ from types import TracebackType
 import uvicorn
 from starlette.types import ASGIApp
 
+from pdauth._net import bind_socket, format_url
+
 __all__ = ["ServiceServer", "bind_socket", "uvicorn_config"]
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (0 picks a free port); raises OSError when taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that name
-    # it, and uvicorn writes head and body separately — else each kept-alive request waits
-    # ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def uvicorn_config(
@@ -98,8 +84,7 @@ class ServiceServer:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the service is not running")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return format_url("http", self.host, self.port)
 
     def start(self) -> ServiceServer:
         if self._server is not None:

@@ -1,37 +1,26 @@
-"""The ``pdauth emulator`` subcommand: serve the local PagerDuty with uvicorn.
+"""``pdauth emulator``: serve the local PagerDuty with uvicorn.
 
-``add_emulator_command(subparsers)`` registers it on pdauth's parser; the handler builds an
-:class:`EmulatorConfig` from the flags, binds the socket itself (so ``--port 0`` can print the
-real port), prints the base URLs and the demo app's client id, and serves until interrupted.
-Access logs are off: authorize URLs carry ``state`` and PKCE challenges.
+The handler builds an :class:`~pdauth.emulator.EmulatorConfig` from the flags, binds the socket
+itself (so ``--port 0`` can print the real port), prints the base URLs and the demo app's
+client id, and serves until interrupted (SIGTERM: exit 0; Ctrl-C: 130). Access logs are off:
+authorize URLs carry ``state`` and PKCE challenges.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-import socket
 import sys
-import threading
-from typing import Any
 from urllib.parse import urlencode
 
 import uvicorn
 
+from pdauth._net import bind_socket, format_url
+from pdauth.commands._common import Subcommands, port, positive_int, serve_until_stopped
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.control import DEMO_CLIENT_ID
-from pdauth.emulator.server import bind_socket, format_url
 
 __all__ = ["add_emulator_command", "config_from_args", "run_emulator"]
-
-
-class _Terminated(Exception):
-    """SIGTERM outside uvicorn's own handling (before it starts, or re-raised after it stops)."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
 
 
 def _fraction(text: str) -> float:
@@ -41,16 +30,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError("expected a number between 0 and 1") from exc
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("expected a number between 0 and 1")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError("expected a positive integer") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer")
     return value
 
 
@@ -64,19 +43,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError("expected a port number 0-65535") from exc
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("expected a port number 0-65535")
-    return value
-
-
-def add_emulator_command(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Register ``emulator`` on pdauth's subcommand parser."""
-    p = subparsers.add_parser(
+def add_emulator_command(sub: Subcommands) -> None:
+    """Register ``pdauth emulator``."""
+    p = sub.add_parser(
         "emulator",
         help="run a local PagerDuty (identity + REST) for development and tests",
         description="Serve a local PagerDuty emulator: OAuth identity service (authorize, "
@@ -84,24 +53,24 @@ def add_emulator_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "Not the real PagerDuty.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=_port, default=9000, help="port (9000; 0 picks a free one)")
+    p.add_argument("--port", type=port, default=9000, help="port (9000; 0 picks a free one)")
     p.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--keyfile", help="private key for --certfile (PEM)")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated directory (1)")
     p.add_argument(
-        "--rate-limit", type=_positive_int, default=960, help="REST requests per window (960)"
+        "--rate-limit", type=positive_int, default=960, help="REST requests per window (960)"
     )
     p.add_argument(
         "--rate-window", type=_positive_float, default=60.0, help="rate window, seconds (60)"
     )
     p.add_argument(
         "--access-token-ttl",
-        type=_positive_int,
+        type=positive_int,
         help="access-token lifetime, seconds (default by app kind: Classic 30 d, Scoped 1 d)",
     )
     p.add_argument(
         "--refresh-token-ttl",
-        type=_positive_int,
+        type=positive_int,
         help="refresh-token lifetime, seconds (default: Classic 210 d, Scoped 30 d)",
     )
     p.add_argument(
@@ -144,23 +113,29 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     )
 
 
-def _serve(server: uvicorn.Server, sock: socket.socket, banner: list[str]) -> None:
-    """Print the banner and serve until SIGINT/SIGTERM.
-
-    uvicorn shuts down gracefully on a signal, then re-raises it to the previous handler; ours
-    turns SIGTERM into a clean return instead of death by signal (and covers a SIGTERM that
-    arrives before uvicorn has installed its handlers).
-    """
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
-    try:
-        print("\n".join(banner), flush=True)
-        server.run(sockets=[sock])
-    except _Terminated:
-        pass
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+def _banner(base: str, listening: str) -> list[str]:
+    consent = (
+        base
+        + "/oauth/authorize?"
+        + urlencode(
+            {
+                "client_id": DEMO_CLIENT_ID,
+                "redirect_uri": "http://127.0.0.1:8000/callback",
+                "response_type": "code",
+                "scope": "read write",
+            }
+        )
+    )
+    return [
+        "pdauth emulator: a local PagerDuty (not the real service)",
+        f"  listening on  {listening}",
+        f"  identity      {base}",
+        f"  US API        {base}",
+        f"  EU API        {base}/eu",
+        f"  control API   {base}/_emulator",
+        f"  demo app      client_id={DEMO_CLIENT_ID}",
+        f"Open {consent} in a browser to see the consent page.",
+    ]
 
 
 def run_emulator(args: argparse.Namespace) -> int:
@@ -180,9 +155,8 @@ def run_emulator(args: argparse.Namespace) -> int:
         print(f"pdauth emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     try:
-        port = sock.getsockname()[1]
         scheme = "https" if args.certfile else "http"
-        base = config.public_url or format_url(scheme, args.host, port)
+        listening = format_url(scheme, args.host, sock.getsockname()[1])
         uconfig = uvicorn.Config(
             app,
             log_level="info",
@@ -198,29 +172,9 @@ def run_emulator(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"pdauth emulator: cannot load TLS certificate: {exc}", file=sys.stderr)
             return 2
-        consent = (
-            base
-            + "/oauth/authorize?"
-            + urlencode(
-                {
-                    "client_id": DEMO_CLIENT_ID,
-                    "redirect_uri": "http://127.0.0.1:8000/callback",
-                    "response_type": "code",
-                    "scope": "read write",
-                }
-            )
-        )
-        banner = [
-            "pdauth emulator: a local PagerDuty (not the real service)",
-            f"  listening on  {format_url(scheme, args.host, port)}",
-            f"  identity      {base}",
-            f"  US API        {base}",
-            f"  EU API        {base}/eu",
-            f"  control API   {base}/_emulator",
-            f"  demo app      client_id={DEMO_CLIENT_ID}",
-            f"Open {consent} in a browser to see the consent page.",
-        ]
-        _serve(uvicorn.Server(uconfig), sock, banner)
+        banner = _banner(config.public_url or listening, listening)
+        # Ctrl-C propagates: `pdauth` exits 130, as a shell expects of an interrupted tool.
+        serve_until_stopped(uvicorn.Server(uconfig), sock, banner)
     finally:
         sock.close()
     return 0

@@ -15,18 +15,27 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import stat
 import sys
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from pdauth._net import bind_socket
+from pdauth.commands._common import Subcommands, port, serve_until_stopped
+from pdauth.commands._runtime import register_secrets
 from pdauth.config import Settings
 from pdauth.crypto import format_key, generate_key
+from pdauth.emulator import EmulatorConfig, EmulatorServer
+from pdauth.logs import configure_logging
+from pdauth.service import create_app
+from pdauth.service.server import uvicorn_config
+from pdauth.store import upgrade
 
 __all__ = [
     "DEMO_OWNER",
@@ -111,24 +120,12 @@ def _demo_owner(request: Request) -> str:
 
 def demo_app(settings: Settings) -> Starlette:
     """The service with every visitor signed in as the demo owner."""
-    from pdauth.service import create_app
-
     return create_app(settings, _demo_owner)
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a port is a number 0-65535") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("a port is a number 0-65535")
-    return value
-
-
-def add_demo_command(subparsers: argparse._SubParsersAction[Any]) -> None:
+def add_demo_command(sub: Subcommands) -> None:
     """Register ``pdauth demo``."""
-    demo = subparsers.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="run the service and the PagerDuty emulator together on loopback",
         description="Start a local PagerDuty emulator and the pdauth service wired to it; "
@@ -139,79 +136,84 @@ def add_demo_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     demo.add_argument(
         "--port",
-        type=_port,
+        type=port,
         default=None,
         help="service port (default: first free of 8000-8010, the demo app's redirect URIs)",
     )
     demo.add_argument(
-        "--emulator-port", type=_port, default=None, help="emulator port (default 9000, or any)"
+        "--emulator-port", type=port, default=None, help="emulator port (default 9000, or any)"
     )
     demo.set_defaults(handler=run_demo)
 
 
+def _bind_service(wanted: int | None) -> socket.socket | None:
+    """The service's socket: ``wanted``, or the first free of the default ports."""
+    for candidate in [wanted] if wanted is not None else SERVICE_PORTS:
+        try:
+            return bind_socket("127.0.0.1", candidate)
+        except OSError:
+            continue
+    return None
+
+
+def _start_emulator(wanted: int | None) -> EmulatorServer | None:
+    """The emulator on ``wanted``, or on 9000, or on any free port; None if it cannot start."""
+    for candidate in [wanted] if wanted is not None else [EMULATOR_PORT, 0]:
+        try:
+            return EmulatorServer(EmulatorConfig(), port=candidate).start()
+        except OSError:
+            continue
+    return None
+
+
+def _banner(url: str, emulator_url: str, data_dir: Path) -> list[str]:
+    return [
+        "pdauth demo: the service and a local PagerDuty emulator (not the real one)",
+        f"  emulator      {emulator_url}  (consent page, REST API, /_emulator)",
+        f"  JSON API      {url}api/v1  (API key and admin password: {data_dir / 'demo.env'})",
+        f"  database      {data_dir / 'demo.db'}",
+        "Signed in as demo-user. The emulator starts empty each time, so connections "
+        "from an earlier run will ask to be reconnected.",
+        "Press Ctrl-C to stop.",
+        "",
+        f"Open {url}",
+    ]
+
+
+def _serve(
+    sock: socket.socket, emulator: EmulatorServer, data_dir: Path, values: Mapping[str, str]
+) -> None:
+    port = sock.getsockname()[1]
+    settings = demo_settings(
+        data_dir=data_dir, port=port, emulator_url=emulator.url, secrets_=values
+    )
+    register_secrets(settings)
+    upgrade(settings.database_url)
+    config = uvicorn_config(demo_app(settings), log_level="info")
+    config.load()
+    banner = _banner(f"http://127.0.0.1:{port}/", emulator.url, data_dir)
+    with suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop the demo: exit 0
+        serve_until_stopped(uvicorn.Server(config), sock, banner)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Exit codes: 0 stopped, 1 no free port."""
-    from pdauth.emulator import EmulatorConfig, EmulatorServer
-    from pdauth.logs import configure_logging
-    from pdauth.service.cli import register_secrets, serve_forever
-    from pdauth.service.server import bind_socket, uvicorn_config
-    from pdauth.store import upgrade
-
     configure_logging("INFO")
     data_dir = Path(args.data_dir)
     values = load_or_create_secrets(data_dir)
-    ports = [args.port] if args.port is not None else list(SERVICE_PORTS)
-    sock = None
-    for port in ports:
-        try:
-            sock = bind_socket("127.0.0.1", port)
-            break
-        except OSError:
-            continue
+    sock = _bind_service(args.port)
     if sock is None:
+        ports = [args.port] if args.port is not None else list(SERVICE_PORTS)
         wanted = ports[0] if len(ports) == 1 else f"{ports[0]}-{ports[-1]}"
         print(f"pdauth demo: no free port ({wanted}) on 127.0.0.1", file=sys.stderr)
         return 1
     try:
-        port = sock.getsockname()[1]
-        emulator_ports = (
-            [args.emulator_port] if args.emulator_port is not None else [EMULATOR_PORT, 0]
-        )
-        emulator = None
-        for emulator_port in emulator_ports:
-            try:
-                emulator = EmulatorServer(EmulatorConfig(), port=emulator_port).start()
-                break
-            except OSError:
-                continue
+        emulator = _start_emulator(args.emulator_port)
         if emulator is None:
             print("pdauth demo: cannot start the emulator (port taken)", file=sys.stderr)
             return 1
         try:
-            settings = demo_settings(
-                data_dir=data_dir, port=port, emulator_url=emulator.url, secrets_=values
-            )
-            register_secrets(settings)
-            upgrade(settings.database_url)
-            config = uvicorn_config(demo_app(settings), log_level="info")
-            config.load()
-            url = f"http://127.0.0.1:{port}/"
-            serve_forever(
-                uvicorn.Server(config),
-                sock,
-                [
-                    "pdauth demo: the service and a local PagerDuty emulator (not the real one)",
-                    f"  emulator      {emulator.url}  (consent page, REST API, /_emulator)",
-                    f"  JSON API      {url}api/v1  (API key and admin password: "
-                    f"{data_dir / 'demo.env'})",
-                    f"  database      {data_dir / 'demo.db'}",
-                    "Signed in as demo-user. The emulator starts empty each time, so connections "
-                    "from an earlier run will ask to be reconnected.",
-                    "Press Ctrl-C to stop.",
-                    "",
-                    f"Open {url}",
-                ],
-            )
+            _serve(sock, emulator, data_dir, values)
         finally:
             emulator.stop()
     finally:

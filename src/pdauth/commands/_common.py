@@ -1,0 +1,128 @@
+"""The pieces every ``pdauth`` subcommand shares: registering a parser, typed flag values, the
+database URL of the commands that take ``--database-url``, and serving in the foreground.
+
+:class:`Subcommands` is the one thing a command module needs from argparse's subcommand
+object (its ``add_parser``), written as a Protocol so no module names argparse's private
+classes. :func:`add_command` gives every parser the same help layout (the exit-code table in
+the epilog). :func:`port` and :func:`positive_int` are the flag types several commands use.
+:func:`serve_until_stopped` runs a uvicorn server on a bound socket in the foreground: it
+listens before printing the banner, and turns SIGTERM into a clean return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import uvicorn
+
+from pdauth.commands._output import epilog
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "Subcommands",
+    "add_command",
+    "database_url",
+    "port",
+    "positive_int",
+    "serve_until_stopped",
+]
+
+
+DEFAULT_DATABASE_URL = "sqlite:///./pdauth.db"
+
+
+class Subcommands(Protocol):
+    """What ``ArgumentParser.add_subparsers()`` returns, as far as the commands use it."""
+
+    def add_parser(
+        self,
+        name: str,
+        *,
+        help: str | None = ...,
+        description: str | None = ...,
+        epilog: str | None = ...,
+        formatter_class: type[argparse.HelpFormatter] = ...,
+    ) -> argparse.ArgumentParser: ...
+
+
+def add_command(
+    sub: Subcommands,
+    name: str,
+    help_text: str,
+    *notes: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Register ``name`` with ``help_text``; the epilog holds ``notes`` and the exit codes.
+
+    The description defaults to the help text as a sentence.
+    """
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=description or help_text[:1].upper() + help_text[1:] + ".",
+        epilog=epilog(*notes),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def port(text: str) -> int:
+    """A TCP port flag: 0-65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a port is a number 0-65535") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is a number 0-65535")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count flag: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer")
+    return value
+
+
+def database_url(flag: str | None, env: Mapping[str, str]) -> str:
+    """``--database-url``, else ``PDAUTH_DATABASE_URL``, else the default SQLite file."""
+    return flag or env.get("PDAUTH_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+
+
+class _Terminated(Exception):
+    """SIGTERM outside uvicorn's own handling (before it starts, or re-raised after it stops)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def serve_until_stopped(server: uvicorn.Server, sock: socket.socket, banner: Sequence[str]) -> None:
+    """Print ``banner`` and serve on ``sock`` until SIGINT/SIGTERM.
+
+    uvicorn shuts down gracefully on a signal, then re-raises it to the previous handler; ours
+    turns SIGTERM into a clean return instead of death by signal (and covers a SIGTERM that
+    arrives before uvicorn has installed its handlers). SIGINT comes back as
+    KeyboardInterrupt: each command decides what Ctrl-C means for its exit code.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
+    try:
+        # Listening before the banner: a client that reads "Open …" and connects at once is
+        # queued by the kernel until uvicorn accepts, instead of being refused.
+        sock.listen(2048)
+        print("\n".join(banner), flush=True)
+        server.run(sockets=[sock])
+    except _Terminated:
+        pass
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
