@@ -8,7 +8,9 @@ audit records) and a small EU account (subdomain ``eurocorp``, ~20 users). The f
 account is an admin with a fixed e-mail (``admin@acme.example``, ``admin@eurocorp.example``) so
 the identity side and tests can pick them. Times are POSIX seconds; the REST layer formats them.
 The directory is plain data plus a few look-ups; the only mutation is :meth:`Directory.add_incident`
-(``POST /incidents``). It imports nothing from the rest of pdauth.
+(``POST /incidents``). Seeding is data (:mod:`~pdauth.emulator.seed_material` and the two
+account specs) plus a short loop of steps per account. It imports nothing from pdauth outside
+the emulator.
 """
 
 from __future__ import annotations
@@ -17,8 +19,29 @@ import hmac
 import random
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pdauth.emulator.seed_material import (
+    AUDIT_ACTIONS,
+    COLORS,
+    EU_ABILITIES,
+    EU_FIRST,
+    EU_LAST,
+    EU_ZONES,
+    INCIDENT_TITLES,
+    JOB_TITLES,
+    KEY_ALPHABET,
+    METHODS,
+    ROLES,
+    SERVICE_NAMES,
+    TEAM_NAMES,
+    US_ABILITIES,
+    US_FIRST,
+    US_LAST,
+    US_ZONES,
+)
 
 __all__ = [
     "Account",
@@ -289,141 +312,6 @@ class Directory:
         self._users_by_email[user.email.lower()] = user
 
 
-# -- seed material ---------------------------------------------------------------------------
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-_US_FIRST = _words(
-    "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara "
-    "Richard Susan Joseph Jessica Thomas Sarah Christopher Karen Daniel Lisa Matthew Nancy "
-    "Anthony Betty Mark Sandra Donald Ashley Steven Kimberly Andrew Emily Kenneth Donna "
-    "Joshua Michelle Kevin Carol Brian Amanda Priya Wei Carlos Aisha Hiroshi Fatima Diego Mei"
-)
-_US_LAST = _words(
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez "
-    "Lopez Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson "
-    "White Harris Sanchez Clark Ramirez Lewis Robinson Walker Young Allen King Wright Scott "
-    "Torres Nguyen Hill Flores Green Adams Nelson Baker Hall Rivera Campbell Mitchell Carter "
-    "Roberts Patel Chen Kim"
-)
-_EU_FIRST = _words(
-    "Lukas Emma Matteo Sofia Jan Anna Hugo Chloe Lars Ingrid Pierre Camille Mateusz Zofia "
-    "Joao Ines Sven Freya Luca Giulia Niels Eva Pablo Lucia"
-)
-_EU_LAST = _words(
-    "Muller Schmidt Rossi Bianchi Dubois Laurent Jansen Visser Nowak Kowalski Silva Santos "
-    "Andersson Johansson Garcia Fernandez Moreau Fischer Weber Hansen Nielsen Romano Costa "
-    "Novak"
-)
-_US_ABILITIES = _words(
-    "teams read_only_users audit_trail urgencies advanced_permissions service_support_hours "
-    "manage_schedules response_operations sso"
-)
-_EU_ABILITIES = _words("teams audit_trail urgencies manage_schedules")
-_KEY_ALPHABET = string.ascii_letters + string.digits + "-_"
-_US_ZONES = (
-    ("America/New_York", 8),
-    ("America/Chicago", 4),
-    ("America/Denver", 2),
-    ("America/Los_Angeles", 6),
-    ("America/Phoenix", 1),
-    ("Europe/London", 2),
-    ("Asia/Kolkata", 2),
-    ("Asia/Tokyo", 1),
-    ("Australia/Sydney", 1),
-)
-_EU_ZONES = (
-    ("Europe/Berlin", 4),
-    ("Europe/Paris", 3),
-    ("Europe/Amsterdam", 2),
-    ("Europe/Madrid", 2),
-    ("Europe/Rome", 2),
-    ("Europe/Warsaw", 1),
-    ("Europe/Stockholm", 1),
-    ("Europe/Lisbon", 1),
-)
-_COLORS = _words(
-    "purple red green blue orange teal brown cayenne chocolate forest-green navy crimson "
-    "dark-goldenrod dark-magenta dark-orange dark-slate-blue dark-slate-grey firebrick indigo "
-    "maroon sea-green sienna slate-blue steel-blue violet-red"
-)
-_ROLES = (("user", 60), ("limited_user", 15), ("observer", 8), ("read_only_user", 7), ("admin", 10))
-_JOB_TITLES = (
-    "Site Reliability Engineer",
-    "Senior Software Engineer",
-    "Software Engineer",
-    "Staff Engineer",
-    "Engineering Manager",
-    "Platform Engineer",
-    "DevOps Engineer",
-    "Network Engineer",
-    "Database Administrator",
-    "Security Engineer",
-    "Incident Commander",
-    "Support Engineer",
-    "Product Manager",
-    "Director of Engineering",
-    "QA Engineer",
-)
-_TEAM_NAMES = (
-    "Platform",
-    "Payments",
-    "Core API",
-    "Mobile",
-    "Data Infrastructure",
-    "Security",
-    "Customer Support",
-    "Networking",
-)
-_SERVICE_NAMES = (
-    ("Checkout API", "Takes orders and charges cards."),
-    ("Payments Gateway", "Talks to card processors."),
-    ("User Accounts", "Sign-up, login and profiles."),
-    ("Search", "Product search cluster."),
-    ("Inventory", "Stock levels and reservations."),
-    ("Notifications", "E-mail, SMS and push delivery."),
-    ("Mobile Backend", "API for the iOS and Android apps."),
-    ("Primary Database", "PostgreSQL primary and replicas."),
-    ("Message Queue", "Kafka brokers."),
-    ("CDN Edge", "Static assets and caching."),
-    ("Billing", "Invoices and subscriptions."),
-    ("Recommendations", "Personalised suggestions."),
-    ("Internal Admin", "Back-office tools."),
-    ("Data Warehouse", "Nightly ETL and reporting."),
-    ("Auth Service", "Tokens and sessions."),
-    ("Shipping", "Carrier integrations."),
-    ("Analytics Ingest", "Event collection pipeline."),
-)
-_INCIDENT_TITLES = (
-    "High error rate on {svc}",
-    "{svc}: p99 latency above threshold",
-    "{svc} health check failing",
-    "Disk usage above 90% on {svc} hosts",
-    "{svc}: elevated 5xx responses",
-    "Certificate for {svc} expires in 7 days",
-    "{svc} queue backlog growing",
-    "Memory pressure on {svc} pods",
-    "{svc}: connection pool exhausted",
-    "Synthetic check failed for {svc}",
-    "{svc} replica lag above 30s",
-    "CPU throttling on {svc}",
-)
-_AUDIT_ACTIONS = (
-    ("user", "create"),
-    ("user", "update"),
-    ("user", "delete"),
-    ("service", "update"),
-    ("service", "create"),
-    ("team", "update"),
-    ("escalation_policy", "update"),
-    ("team", "create"),
-)
-_METHODS = (("browser", 6), ("api_token", 2), ("oauth", 2), ("identity_provider", 1))
-
-
 def _seeded(key: str) -> random.Random:
     # Reproducible test data, not secrets: a seeded PRNG is the point here.
     return random.Random(key)  # noqa: S311
@@ -469,11 +357,11 @@ def build_directory(
     specs: tuple[tuple[str, str, str, Region, int, int, int, str, tuple[str, ...]], ...] = (
         (
             US_ACCOUNT_ID, "acme", "Acme Corp", "us",
-            users_per_account, us_incidents, us_audit_records, "America/New_York", _US_ABILITIES,
+            users_per_account, us_incidents, us_audit_records, "America/New_York", US_ABILITIES,
         ),
         (
             EU_ACCOUNT_ID, "eurocorp", "EuroCorp GmbH", "eu",
-            eu_users, eu_incidents, eu_audit_records, "Europe/Berlin", _EU_ABILITIES,
+            eu_users, eu_incidents, eu_audit_records, "Europe/Berlin", EU_ABILITIES,
         ),
     )  # fmt: skip
     for account_id, subdomain, name, region, n_users, n_incidents, n_audit, tz, abilities in specs:
@@ -500,10 +388,35 @@ def build_directory(
             id=directory.new_id(),
             account_id=account.id,
             description=f"{name} account-level key",
-            token="u+" + "".join(rng.choice(_KEY_ALPHABET) for _ in range(18)),
+            token="u+" + "".join(rng.choice(KEY_ALPHABET) for _ in range(18)),
         )
         directory.api_keys[account.id] = key
     return directory
+
+
+@dataclass
+class _Seeding:
+    """One account being seeded: its streams, and what earlier steps made for later ones."""
+
+    directory: Directory
+    account: Account
+    rng: random.Random
+    id_rng: random.Random
+    now: float
+    n_users: int
+    n_incidents: int
+    n_audit: int
+    teams: list[Team] = field(default_factory=list)
+    users: list[User] = field(default_factory=list)
+    policies: list[EscalationPolicy] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def eu(self) -> bool:
+        return self.account.region == "eu"
+
+    def new_id(self) -> str:
+        return self.directory.new_id(self.id_rng)
 
 
 def _populate_account(
@@ -516,30 +429,32 @@ def _populate_account(
     n_audit: int,
     now: float,
 ) -> None:
-    eu = account.region == "eu"
-    domain = f"{account.subdomain}.example"
     # Ids from a per-account stream too, so resizing one account leaves the other's ids alone.
     id_rng = _seeded(f"ids-{account.subdomain}-{rng.random()}")
+    seeding = _Seeding(directory, account, rng, id_rng, now, n_users, n_incidents, n_audit)
+    # The order is part of the seed: each step draws from the same streams in turn.
+    for step in _SEED_STEPS:
+        step(seeding)
 
-    def new_id() -> str:
-        return directory.new_id(id_rng)
 
-    teams = [
-        Team(
-            id=new_id(),
-            account_id=account.id,
+def _seed_teams(s: _Seeding) -> None:
+    for team_name in TEAM_NAMES[:4] if s.eu else TEAM_NAMES:
+        team = Team(
+            id=s.new_id(),
+            account_id=s.account.id,
             name=team_name,
             description=f"The {team_name} team.",
         )
-        for team_name in (_TEAM_NAMES[:4] if eu else _TEAM_NAMES)
-    ]
-    for team in teams:
-        directory.teams[team.id] = team
+        s.teams.append(team)
+        s.directory.teams[team.id] = team
 
-    first_names, last_names = (_EU_FIRST, _EU_LAST) if eu else (_US_FIRST, _US_LAST)
-    zones = _EU_ZONES if eu else _US_ZONES
+
+def _seed_users(s: _Seeding) -> None:
+    rng, domain = s.rng, f"{s.account.subdomain}.example"
+    first_names, last_names = (EU_FIRST, EU_LAST) if s.eu else (US_FIRST, US_LAST)
+    zones = EU_ZONES if s.eu else US_ZONES
     used_emails: set[str] = set()
-    for index in range(n_users):
+    for index in range(s.n_users):
         first, last = rng.choice(first_names), rng.choice(last_names)
         if index == 0:
             email, role = f"admin@{domain}", "admin"
@@ -549,58 +464,65 @@ def _populate_account(
             email, suffix = f"{base}@{domain}", 2
             while email in used_emails:
                 email, suffix = f"{base}{suffix}@{domain}", suffix + 1
-            role = "owner" if index == 1 else _weighted(rng, _ROLES)
-            title = rng.choice(_JOB_TITLES) if rng.random() < 0.85 else None
+            role = "owner" if index == 1 else _weighted(rng, ROLES)
+            title = rng.choice(JOB_TITLES) if rng.random() < 0.85 else None
         used_emails.add(email)
-        team_ids = tuple(sorted({t.id for t in rng.sample(teams, k=rng.randint(0, 2))}))
-        directory.add_user(
+        team_ids = tuple(sorted({t.id for t in rng.sample(s.teams, k=rng.randint(0, 2))}))
+        s.directory.add_user(
             User(
-                id=new_id(),
-                account_id=account.id,
+                id=s.new_id(),
+                account_id=s.account.id,
                 name=f"{first} {last}",
                 email=email,
                 role=role,
                 time_zone=_weighted(rng, zones),
-                color=rng.choice(_COLORS),
+                color=rng.choice(COLORS),
                 job_title=title,
                 description=None
                 if rng.random() < 0.7
-                else f"{first} works on {rng.choice(teams).name}.",
+                else f"{first} works on {rng.choice(s.teams).name}.",
                 team_ids=team_ids,
                 invitation_sent=rng.random() < 0.05,
             )
         )
-    users = directory.users_of(account.id)
+    s.users = s.directory.users_of(s.account.id)
 
-    policies = [
-        EscalationPolicy(id=new_id(), account_id=account.id, name=f"{team.name} On-call")
-        for team in teams
-    ]
-    for policy in policies:
-        directory.escalation_policies[policy.id] = policy
 
-    services: list[Service] = []
-    for index, (svc_name, svc_description) in enumerate(_SERVICE_NAMES[: 6 if eu else 15]):
-        team_index = index % len(teams)
+def _seed_policies(s: _Seeding) -> None:
+    for team in s.teams:
+        policy = EscalationPolicy(
+            id=s.new_id(), account_id=s.account.id, name=f"{team.name} On-call"
+        )
+        s.policies.append(policy)
+        s.directory.escalation_policies[policy.id] = policy
+
+
+def _seed_services(s: _Seeding) -> None:
+    rng = s.rng
+    for index, (svc_name, svc_description) in enumerate(SERVICE_NAMES[: 6 if s.eu else 15]):
+        team_index = index % len(s.teams)
         roll = rng.random()
         service = Service(
-            id=new_id(),
-            account_id=account.id,
+            id=s.new_id(),
+            account_id=s.account.id,
             name=svc_name,
             description=svc_description,
             status="disabled" if roll < 0.07 else "maintenance" if roll < 0.12 else "active",
-            escalation_policy_id=policies[team_index].id,
-            team_ids=(teams[team_index].id,),
-            created_at=now - rng.uniform(120, 900) * _DAY,
+            escalation_policy_id=s.policies[team_index].id,
+            team_ids=(s.teams[team_index].id,),
+            created_at=s.now - rng.uniform(120, 900) * _DAY,
             auto_resolve_timeout=rng.choice((14400, 28800, 86400)),
             acknowledgement_timeout=rng.choice((600, 1800, 3600)),
         )
-        services.append(service)
-        directory.services[service.id] = service
+        s.services.append(service)
+        s.directory.services[service.id] = service
 
-    responders = [u for u in users if u.role not in ("observer", "read_only_user")] or users
-    live_services = [s for s in services if s.status == "active"] or services
-    created = sorted(now - rng.uniform(60, 90 * _DAY) for _ in range(n_incidents))
+
+def _seed_incidents(s: _Seeding) -> None:
+    rng, now = s.rng, s.now
+    responders = [u for u in s.users if u.role not in ("observer", "read_only_user")] or s.users
+    live_services = [v for v in s.services if v.status == "active"] or s.services
+    created = sorted(now - rng.uniform(60, 90 * _DAY) for _ in range(s.n_incidents))
     for number, created_at in enumerate(created, start=1):
         service = rng.choice(live_services)
         age_days = (now - created_at) / _DAY
@@ -618,10 +540,10 @@ def _populate_account(
             now, created_at + rng.uniform(0, 1800)
         )  # fmt: skip
         incident = Incident(
-            id=new_id(),
-            account_id=account.id,
+            id=s.new_id(),
+            account_id=s.account.id,
             incident_number=number,
-            title=rng.choice(_INCIDENT_TITLES).format(svc=service.name),
+            title=rng.choice(INCIDENT_TITLES).format(svc=service.name),
             status=status,
             urgency="high" if rng.random() < 0.65 else "low",
             service_id=service.id,
@@ -632,25 +554,28 @@ def _populate_account(
             incident_key=_hex(rng, 32),
             assignee_ids=() if status == "resolved" else (rng.choice(responders).id,),
         )
-        directory.incidents[incident.id] = incident
+        s.directory.incidents[incident.id] = incident
 
+
+def _seed_audit_records(s: _Seeding) -> None:
+    rng = s.rng
     resources: dict[str, list[tuple[str, str]]] = {
-        "user": [(u.id, u.name) for u in users],
-        "service": [(s.id, s.name) for s in services],
-        "team": [(t.id, t.name) for t in teams],
-        "escalation_policy": [(p.id, p.name) for p in policies],
+        "user": [(u.id, u.name) for u in s.users],
+        "service": [(v.id, v.name) for v in s.services],
+        "team": [(t.id, t.name) for t in s.teams],
+        "escalation_policy": [(p.id, p.name) for p in s.policies],
     }
-    admins = [u for u in users if u.role in ("admin", "owner")] or users
-    for _ in range(n_audit):
-        resource_type, action = rng.choice(_AUDIT_ACTIONS)
+    admins = [u for u in s.users if u.role in ("admin", "owner")] or s.users
+    for _ in range(s.n_audit):
+        resource_type, action = rng.choice(AUDIT_ACTIONS)
         resource_id, resource_name = rng.choice(resources[resource_type])
-        method = _weighted(rng, _METHODS)
+        method = _weighted(rng, METHODS)
         actor = rng.choice(admins).id if method != "identity_provider" else None
         record = AuditRecord(
-            id=new_id(),
-            account_id=account.id,
+            id=s.new_id(),
+            account_id=s.account.id,
             # Whole milliseconds, as PagerDuty reports them; inside the default 24 h window.
-            execution_time=round(now - rng.uniform(60, 20 * 3600), 3),
+            execution_time=round(s.now - rng.uniform(60, 20 * 3600), 3),
             action=action,
             actor_user_id=actor,
             method_type=method,
@@ -659,4 +584,14 @@ def _populate_account(
             root_resource_name=resource_name,
             request_id=_hex(rng, 32),
         )
-        directory.audit_records[record.id] = record
+        s.directory.audit_records[record.id] = record
+
+
+_SEED_STEPS: tuple[Callable[[_Seeding], None], ...] = (
+    _seed_teams,
+    _seed_users,
+    _seed_policies,
+    _seed_services,
+    _seed_incidents,
+    _seed_audit_records,
+)
