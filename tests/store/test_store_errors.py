@@ -100,3 +100,59 @@ def test_postgres_urls_are_pinned_to_psycopg_and_mask_the_password() -> None:
             assert store.url == "postgresql+psycopg://u:***@h/db"
         finally:
             store.dispose()
+
+
+def test_an_unreachable_database_names_the_setting_and_the_fix(unreachable_url: str) -> None:
+    with Store(unreachable_url) as store, pytest.raises(StoreError) as info:
+        store.list_connections()
+    message = str(info.value)
+    assert "PDAUTH_DATABASE_URL" in message
+    assert PASSWORD not in message
+    if store.dialect == "postgresql":
+        assert "is PostgreSQL running and reachable" in message
+        assert "pdauth:***@" in message  # the masked URL says which server was tried
+    else:
+        assert "directory must exist" in message
+
+
+def test_a_reachable_database_error_gets_no_connection_hint(db_url: str) -> None:
+    # Negative control: a missing table is not "PostgreSQL is down".
+    with Store(db_url) as store, pytest.raises(StoreError) as info:
+        store.list_connections()
+    assert "PDAUTH_DATABASE_URL" not in str(info.value)
+
+
+_WITHOUT_PSYCOPG = """
+import sys
+sys.modules["psycopg"] = None  # what an install without the pdauth[postgres] extra looks like
+from pdauth.errors import ConfigurationError
+from pdauth.store import Store
+for url in ("postgresql://u@h/db", "postgresql+psycopg://u@h/db", "postgres://u@h/db"):
+    try:
+        Store(url)
+    except ConfigurationError as exc:
+        print(exc)
+    else:
+        print("no error")
+Store("sqlite:///" + sys.argv[1]).dispose()  # SQLite needs no extra
+print("sqlite ok")
+"""
+
+
+def test_a_postgresql_url_without_psycopg_names_the_extra(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_PSYCOPG, f"{tmp_path}/pdauth.db"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "sqlite ok"
+    assert len(lines) == 4
+    for line in lines[:3]:
+        assert "pip install 'pdauth[postgres]'" in line
+        assert "PDAUTH_DATABASE_URL" in line

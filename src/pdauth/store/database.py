@@ -187,7 +187,7 @@ class Store:
     def _run(self, operation: str, work: Callable[[sa.Connection], T], *, write: bool) -> T:
         """Run ``work`` in one transaction; retry PostgreSQL deadlocks; map errors."""
         attempt = 0
-        with store_errors(operation, self._password):
+        with store_errors(operation, self._password, self.url):
             while True:
                 attempt += 1
                 try:
@@ -238,7 +238,7 @@ class Store:
 
     def upgrade(self) -> None:
         """Migrate the database to the newest schema (Alembic ``upgrade head``)."""
-        with store_errors("upgrade", self._password):
+        with store_errors("upgrade", self._password, self.url):
             migrate.run_upgrade(self._engine)
 
     def current_revision(self) -> str | None:

@@ -46,6 +46,7 @@ def normalize_url(url: str) -> URL:
     if backend == "postgresql":
         if driver not in ("", "psycopg"):
             raise ConfigurationError("PDAUTH_DATABASE_URL: PostgreSQL is supported via psycopg 3")
+        _require_psycopg()
         return parsed.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
         if driver not in ("", "pysqlite"):
@@ -66,6 +67,17 @@ def normalize_url(url: str) -> URL:
     raise ConfigurationError(
         "PDAUTH_DATABASE_URL: only sqlite:/// and postgresql+psycopg:// databases are supported"
     )
+
+
+def _require_psycopg() -> None:
+    """psycopg is the optional extra ``pdauth[postgres]``: name it when it is missing."""
+    try:
+        import psycopg  # noqa: F401 - only PostgreSQL users need it
+    except ImportError:
+        raise ConfigurationError(
+            "PDAUTH_DATABASE_URL is a PostgreSQL URL but psycopg is not installed: "
+            "pip install 'pdauth[postgres]'"
+        ) from None
 
 
 def _create_private_file(path: str) -> None:
@@ -154,12 +166,34 @@ def _reason(error: BaseException, password: str | None) -> str:
     return f"{kind}: {line}" if line else kind
 
 
+def _hint(error: BaseException, url: str | None) -> str:
+    """What to do when the database cannot be reached at all (``url`` is password-masked)."""
+    if url is None or not isinstance(error, exc.OperationalError):
+        return ""
+    text = str(error.orig)
+    where = f"PDAUTH_DATABASE_URL ({url})"
+    if text.startswith("connection failed") or "could not connect" in text:
+        return (
+            f"; check {where}: is PostgreSQL running and reachable there, and do the "
+            "database and the role exist? (`pdauth doctor` checks it)"
+        )
+    if "unable to open database file" in text:
+        return f"; check {where}: its directory must exist and be writable by pdauth"
+    return ""
+
+
 @contextlib.contextmanager
-def store_errors(operation: str, password: str | None = None) -> Iterator[None]:
-    """Turn any SQLAlchemy error inside the block into a StoreError naming ``operation``."""
+def store_errors(
+    operation: str, password: str | None = None, url: str | None = None
+) -> Iterator[None]:
+    """Turn any SQLAlchemy error inside the block into a StoreError naming ``operation``.
+
+    With ``url`` (masked), an unreachable database also names PDAUTH_DATABASE_URL and the fix.
+    """
     try:
         yield
     except exc.SQLAlchemyError as error:
         # "from None": the chained SQLAlchemy error would carry the SQL statement and
         # driver details into every logged traceback.
-        raise StoreError(f"database error during {operation}: {_reason(error, password)}") from None
+        reason = _reason(error, password) + _hint(error, url)
+        raise StoreError(f"database error during {operation}: {reason}") from None
