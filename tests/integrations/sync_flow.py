@@ -79,3 +79,21 @@ def consent(
 def path_and_query(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def host_env(emulator_url: str, redirect_uri: str, database: str) -> dict[str, str]:
+    """The ``PDAUTH_*`` variables of :func:`host_settings` (for examples that read the
+    environment), on a migrated SQLite file."""
+    settings = host_settings(emulator_url, redirect_uri, database)
+    return {
+        "PDAUTH_CLIENT_ID": CLIENT_ID,
+        "PDAUTH_CLIENT_SECRET": CLIENT_SECRET,
+        "PDAUTH_REDIRECT_URI": redirect_uri,
+        "PDAUTH_SCOPES": "read",
+        "PDAUTH_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "PDAUTH_SESSION_SECRET": SESSION_SECRET,
+        "PDAUTH_IDENTITY_URL": emulator_url,
+        "PDAUTH_API_URL": emulator_url,
+        "PDAUTH_API_URL_EU": emulator_url + "/eu",
+        "PDAUTH_DATABASE_URL": settings.database_url,
+    }

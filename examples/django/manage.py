@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Django's command-line utility for the pdauth example project (``runserver``,
+``pdauth_keeper``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pdauth_example.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
