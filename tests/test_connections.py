@@ -580,3 +580,93 @@ async def test_the_schema_is_checked_once_not_on_every_call(db_url: str) -> None
     with pytest.raises(ConfigurationError, match="pdauth db upgrade"):
         async with Connector(make_settings(database_url=db_url)):
             pytest.fail("a fresh Connector must check the schema again")
+
+
+# -- shared pacing through Redis (PDAUTH_REDIS_URL) ----------------------------------------------
+
+REDIS_URL = os.environ.get("PDAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_keys(prefix: str) -> list[str]:
+    import redis
+
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5) as r:
+            keys = [k.decode() for k in r.scan_iter(match=prefix + "*")]
+            if keys:
+                r.delete(*keys)  # leave the server as we found it
+            return keys
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+
+
+async def test_with_a_redis_url_every_connector_client_paces_through_redis(
+    tmp_path: os.PathLike[str],
+) -> None:
+    prefix = f"pdauth-test-{os.urandom(4).hex()}:"
+    _redis_keys(prefix)
+    async with harness(sqlite_url(tmp_path), redis_url=REDIS_URL, redis_prefix=prefix) as h:
+        conn = await h.connect()
+        # A second Connector: its own token cache, pacer and client, as another process has.
+        other = h.another_connector()
+        for connector in (h.connector, other):
+            async with await connector.client(conn.id) as client:
+                assert (await client.get("/users/me"))["user"]["email"] == US_ADMIN
+        keys = _redis_keys(prefix)
+    assert f"{prefix}pace:{{{conn.id}}}" in keys
+    assert all(k.startswith(prefix + "pace:") for k in keys)
+
+
+async def test_an_explicit_pacer_wins_and_no_redis_url_means_local_pacing(
+    tmp_path: os.PathLike[str],
+) -> None:
+    from pdauth.client import LocalPacer
+
+    prefix = f"pdauth-test-{os.urandom(4).hex()}:"
+    _redis_keys(prefix)
+    async with harness(sqlite_url(tmp_path), redis_url=REDIS_URL, redis_prefix=prefix) as h:
+        conn = await h.connect()
+        local = h.another_connector(pacer=LocalPacer())
+        async with await local.client(conn.id) as client:
+            await client.get("/users/me")
+        # The Connector's own pacer is Redis, but a pacer given to client() wins too.
+        async with await h.connector.client(conn.id, pacer=LocalPacer()) as client:
+            await client.get("/users/me")
+        no_redis = h.another_connector(settings=h.settings.model_copy(update={"redis_url": None}))
+        async with await no_redis.client(conn.id) as client:
+            await client.get("/users/me")
+        assert _redis_keys(prefix) == []
+        # Negative control: the same call through the Redis-configured Connector writes keys.
+        async with await h.connector.client(conn.id) as client:
+            await client.get("/users/me")
+        assert _redis_keys(prefix) != []
+
+
+_WITHOUT_REDIS = """
+import sys
+sys.modules["redis"] = None  # an install without the pdauth[redis] extra
+from pdauth.connections import Connector
+from pdauth.errors import ConfigurationError
+from tests.workers.harness import make_settings
+try:
+    Connector(make_settings(database_url="sqlite:///" + sys.argv[1], redis_url="redis://h:6379/0"))
+except ConfigurationError as exc:
+    print(exc)
+"""
+
+
+def test_a_redis_url_without_the_redis_package_names_the_extra(
+    tmp_path: os.PathLike[str],
+) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_REDIS, os.path.join(os.fspath(tmp_path), "t.db")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert "pip install 'pdauth[redis]'" in result.stdout

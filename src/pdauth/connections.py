@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from pdauth.client import PagerDutyClient
+from pdauth.client import Pacer, PagerDutyClient, RedisPacer
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
 from pdauth.crypto import KeyRing, bind
@@ -100,6 +100,7 @@ __all__ = [
     "LastError",
     "revocation_binding",
     "safe_return_to",
+    "shared_pacer",
 ]
 
 PENDING_TTL = 600.0  # a pending authorization lives 10 minutes (RFC 9700 §2.1)
@@ -278,6 +279,20 @@ class _Account:
     delegation_id: str | None
 
 
+def shared_pacer(settings: Settings) -> Pacer | None:
+    """The one place the shared pacing is built from Settings (``PDAUTH_REDIS_URL``).
+
+    With a Redis URL: a :class:`~pdauth.client.RedisPacer` whose keys live under
+    ``PDAUTH_REDIS_PREFIX`` + ``pace:``, so every process and machine paces each connection
+    together; without: None, and clients use the process-wide local pacer. Raises
+    :class:`~pdauth.errors.ConfigurationError` naming ``pdauth[redis]`` when the redis
+    package is missing.
+    """
+    if settings.redis_url is None:
+        return None
+    return RedisPacer(settings.redis_url, prefix=f"{settings.redis_prefix}pace:")
+
+
 def revocation_binding(connection_id: str, token_type_hint: str) -> bytes:
     """Associated data of the token ciphertext in a ``revocation.pending`` event."""
     return bind("pdauth.revocation.v1", connection_id, token_type_hint)
@@ -351,9 +366,12 @@ class Connector:
         http: httpx.AsyncClient | None = None,
         jwks_refetch_interval: float = 30.0,
         migrate: bool = False,
+        pacer: Pacer | None = None,
         _unsafe_disable_lease_for_tests: bool = False,
     ) -> None:
         self._settings = settings
+        self._owns_pacer = pacer is None
+        self._pacer = pacer if pacer is not None else shared_pacer(settings)
         self._clock: Clock = clock or SystemClock()
         self._keys = key_ring or settings.key_ring()
         self._owns_store = store is None
@@ -411,6 +429,8 @@ class Connector:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._owns_pacer and isinstance(self._pacer, RedisPacer):
+            await self._pacer.aclose()
         if self._owns_http:
             await self._http.aclose()
         if self._owns_store:
@@ -742,10 +762,14 @@ class Connector:
         through the same single flight and lease as everything else. It shares the
         Connector's HTTP connection pool; closing the client leaves the pool open.
         ``options`` go to :class:`~pdauth.client.PagerDutyClient` (``deadline``, ``from_email``…).
+        Pacing goes through the Connector's pacer (:func:`shared_pacer`: Redis-shared with
+        ``PDAUTH_REDIS_URL``) unless ``pacer=`` is given here or to the Connector.
         """
         if isinstance(connection, str):
             connection = await self.get(connection)
         options.setdefault("http", self._http)
+        if self._pacer is not None:
+            options.setdefault("pacer", self._pacer)
         return PagerDutyClient(
             connection.api_base_url, self._tokens.token_source(connection.id), **options
         )
