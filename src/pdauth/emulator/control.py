@@ -208,10 +208,13 @@ def _describe(app: OAuthApp) -> dict[str, Any]:
     }
 
 
-def control_routes(state: EmulatorState) -> list[BaseRoute]:
-    """The ``/_emulator`` routes over ``state`` (mount them under ``/_emulator``)."""
+class ControlEndpoints:
+    """The ``/_emulator`` endpoints, as methods over one state."""
 
-    async def authorize(request: Request) -> Response:
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    async def authorize(self, request: Request) -> Response:
         """What the consent page does, as JSON: ``{"redirect": url}``. ``decision`` defaults to
         ``approve`` and ``user`` to the first user the page would offer."""
         try:
@@ -228,41 +231,41 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
         except BadRequest as err:
             return _fail(err)
         try:
-            valid = validate_authorize(state, params)
+            valid = validate_authorize(self.state, params)
             user = None
             if decision == "approve":
                 if who is None:
-                    offered = eligible_users(state, valid.app)
+                    offered = eligible_users(self.state, valid.app)
                     who = offered[0].id if offered else ""
-                user = resolve_user(state, valid.app, who)
-            target = complete_authorize(state, valid, user, approve=decision == "approve")
+                user = resolve_user(self.state, valid.app, who)
+            target = complete_authorize(self.state, valid, user, approve=decision == "approve")
         except AuthorizeProblem as problem:
             if problem.redirect is not None:
-                state.stats.record_authorize(problem.error)
+                self.state.stats.record_authorize(problem.error)
                 return JSONResponse({"redirect": problem.redirect})
             return _fail(BadRequest(problem.description, problem.error))
         return JSONResponse({"redirect": target})
 
-    async def stats(request: Request) -> Response:
-        snap = state.stats.snapshot()
-        snap["faults_pending"] = state.faults.pending()
+    async def stats(self, request: Request) -> Response:
+        snap = self.state.stats.snapshot()
+        snap["faults_pending"] = self.state.faults.pending()
         return JSONResponse(snap)
 
-    async def list_apps(request: Request) -> Response:
-        return JSONResponse({"apps": [_describe(a) for a in state.apps.values()]})
+    async def list_apps(self, request: Request) -> Response:
+        return JSONResponse({"apps": [_describe(a) for a in self.state.apps.values()]})
 
-    async def register_app(request: Request) -> Response:
+    async def register_app(self, request: Request) -> Response:
         try:
-            app, generated = _app_from_json(state, await _json_body(request))
+            app, generated = _app_from_json(self.state, await _json_body(request))
         except BadRequest as err:
             return _fail(err)
-        state.register_app(app)
+        self.state.register_app(app)
         body = _describe(app)
         if generated:  # the caller has no other way to learn it
             body["client_secret"] = app.client_secret
         return JSONResponse(body, status_code=201)
 
-    async def faults(request: Request) -> Response:
+    async def faults(self, request: Request) -> Response:
         try:
             data = await _json_body(request)
             target = _required(data, "target")
@@ -271,17 +274,17 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
             delay = _number(data, "delay", 0.0)
             if target not in ("token", "rest"):
                 raise BadRequest("target must be 'token' or 'rest'.")
-            state.faults.add(cast(FaultTarget, target), kind, count, delay)
+            self.state.faults.add(cast(FaultTarget, target), kind, count, delay)
         except BadRequest as err:
             return _fail(err)
         except ValueError as exc:
             return _fail(BadRequest(str(exc)))
-        return JSONResponse({"pending": state.faults.pending()})
+        return JSONResponse({"pending": self.state.faults.pending()})
 
-    async def pending_faults(request: Request) -> Response:
-        return JSONResponse({"pending": state.faults.pending()})
+    async def pending_faults(self, request: Request) -> Response:
+        return JSONResponse({"pending": self.state.faults.pending()})
 
-    async def revoke(request: Request) -> Response:
+    async def revoke(self, request: Request) -> Response:
         """``{"client_id"}``: the app's "Revoke All Tokens". ``{"user", "client_id"?}``: delete a
         user's delegations (all apps, or one)."""
         try:
@@ -292,15 +295,15 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
                 raise BadRequest("Give client_id, user, or both.")
             user_id = None
             if who is not None:
-                user = state.directory.find_user(who) if who else None
+                user = self.state.directory.find_user(who) if who else None
                 if user is None:
                     raise BadRequest("No such user.")
                 user_id = user.id
         except BadRequest as err:
             return _fail(err)
-        return JSONResponse({"revoked": state.revoke(client_id=client_id, user_id=user_id)})
+        return JSONResponse({"revoked": self.state.revoke(client_id=client_id, user_id=user_id)})
 
-    async def clock(request: Request) -> Response:
+    async def clock(self, request: Request) -> Response:
         if request.method == "POST":
             try:
                 advance = _number(await _json_body(request), "advance", 0.0)
@@ -308,10 +311,10 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
                     raise BadRequest("advance must be between 0 and 20 years of seconds.")
             except BadRequest as err:
                 return _fail(err)
-            state.clock.advance(advance)
-        return JSONResponse({"now": state.clock.now(), "offset": state.clock.offset})
+            self.state.clock.advance(advance)
+        return JSONResponse({"now": self.state.clock.now(), "offset": self.state.clock.offset})
 
-    async def rotate_keys(request: Request) -> Response:
+    async def rotate_keys(self, request: Request) -> Response:
         """New signing key (new kid). ``{"keep_old": false}`` drops the old keys from the JWKS,
         so tokens signed earlier no longer verify."""
         try:
@@ -321,27 +324,31 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
                 raise BadRequest("keep_old must be true or false.")
         except BadRequest as err:
             return _fail(err)
-        kid = state.keys.rotate(keep_old=keep_old)
-        return JSONResponse({"kid": kid, "kids": state.keys.kids()})
+        kid = self.state.keys.rotate(keep_old=keep_old)
+        return JSONResponse({"kid": kid, "kids": self.state.keys.kids()})
 
-    async def reset(request: Request) -> Response:
+    async def reset(self, request: Request) -> Response:
         """Forget codes, grants, tokens, pending consents, faults and counters (apps stay)."""
-        state.reset()
+        self.state.reset()
         return JSONResponse({"reset": True})
 
-    async def health(request: Request) -> Response:
+    async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+
+def control_routes(state: EmulatorState) -> list[BaseRoute]:
+    """The ``/_emulator`` routes over ``state`` (mount them under ``/_emulator``)."""
+    ep = ControlEndpoints(state)
     return [
-        Route("/authorize", authorize, methods=["POST"]),
-        Route("/stats", stats, methods=["GET"]),
-        Route("/apps", list_apps, methods=["GET"]),
-        Route("/apps", register_app, methods=["POST"]),
-        Route("/faults", faults, methods=["POST"]),
-        Route("/faults", pending_faults, methods=["GET"]),
-        Route("/revoke", revoke, methods=["POST"]),
-        Route("/clock", clock, methods=["GET", "POST"]),
-        Route("/keys/rotate", rotate_keys, methods=["POST"]),
-        Route("/reset", reset, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
+        Route("/authorize", ep.authorize, methods=["POST"]),
+        Route("/stats", ep.stats, methods=["GET"]),
+        Route("/apps", ep.list_apps, methods=["GET"]),
+        Route("/apps", ep.register_app, methods=["POST"]),
+        Route("/faults", ep.faults, methods=["POST"]),
+        Route("/faults", ep.pending_faults, methods=["GET"]),
+        Route("/revoke", ep.revoke, methods=["POST"]),
+        Route("/clock", ep.clock, methods=["GET", "POST"]),
+        Route("/keys/rotate", ep.rotate_keys, methods=["POST"]),
+        Route("/reset", ep.reset, methods=["POST"]),
+        Route("/health", ep.health, methods=["GET"]),
     ]
