@@ -220,3 +220,32 @@ def test_serve_refuses_a_bad_configuration_or_an_old_schema(tmp_path: Path) -> N
     with running(["serve", "--port", "0"], tmp_path, env) as serve:
         assert serve.popen.wait(timeout=60) == 2
     assert "pdauth db upgrade" in "".join(serve.stderr)
+
+
+def test_demo_on_any_port_registers_its_redirect_uri_and_honours_the_log_level(
+    tmp_path: Path,
+) -> None:
+    # --port 0: a port outside 8000-8010, which the emulator's demo app does not list by
+    # default; Connect works only because the demo registers its own redirect URI.
+    args = ["demo", "--data-dir", str(tmp_path / "data"), "--port", "0", "--emulator-port", "0"]
+    with running(args, tmp_path, _env(PDAUTH_LOG_LEVEL="WARNING")) as demo:
+        service = demo.wait_for(r"Open (http://127\.0\.0\.1:(\d+))/").group(1)
+        port = int(service.rsplit(":", 1)[1])
+        assert port not in range(8000, 8011)
+        emulator = demo.wait_for(r"emulator\s+(http://127\.0\.0\.1:\d+)").group(1)
+        apps = httpx.get(emulator + "/_emulator/apps").json()["apps"]
+        [app] = [a for a in apps if a["client_id"] == "pdauth-demo"]
+        assert f"{service}/callback" in app["redirect_uris"]
+        assert "http://127.0.0.1:8000/callback" in app["redirect_uris"]  # defaults kept
+        _flow(service, emulator)
+        assert demo.stop(signal.SIGTERM) == 0
+    # WARNING: uvicorn's access lines (INFO) are not logged; at the default INFO they are
+    # (the test above sees "GET /callback?code=[redacted]…").
+    assert "GET /callback" not in "".join(demo.stdout + demo.stderr)
+
+
+def test_demo_refuses_a_bad_log_level(tmp_path: Path) -> None:
+    args = ["demo", "--data-dir", str(tmp_path / "data"), "--port", "0", "--emulator-port", "0"]
+    with running(args, tmp_path, _env(PDAUTH_LOG_LEVEL="LOUD")) as demo:
+        assert demo.popen.wait(timeout=60) == 2
+    assert "PDAUTH_LOG_LEVEL" in "".join(demo.stderr)

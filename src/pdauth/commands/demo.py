@@ -1,13 +1,15 @@
 """``pdauth demo``: the service and the PagerDuty emulator together on loopback, nothing to set up.
 
 The emulator (:class:`~pdauth.emulator.EmulatorServer`, port 9000 or any free one) serves
-identity, both regional APIs and its consent page; the service runs on the first free port of
-127.0.0.1:8000-8010, the ports the emulator's demo app (``pdauth-demo``) registers as redirect
-URIs. State lives in a local data directory (``./.pdauth``, mode 0700): a SQLite database
-(``demo.db``, migrated on start) and ``demo.env`` (mode 0600), where an encryption key, a
-session secret, an API key and an admin password are generated on first run and reused after,
-so connections survive restarts. Every visitor is signed in as ``demo-user``. Ctrl-C (or
-SIGTERM) stops both servers.
+identity, both regional APIs and its consent page; the service runs on ``--port`` or the first
+free port of 127.0.0.1:8000-8010, and its redirect URI is registered for the emulator's demo
+app (``pdauth-demo``) through the emulator's control API, so Connect works on any port.
+Logging follows ``PDAUTH_LOG_LEVEL`` and ``PDAUTH_LOG_FORMAT`` (INFO, text by default); no
+other variable is read. State lives in a local data directory (``./.pdauth``, mode 0700): a
+SQLite database (``demo.db``, migrated on start) and ``demo.env`` (mode 0600), where an
+encryption key, a session secret, an API key and an admin password are generated on first run
+and reused after, so connections survive restarts. Every visitor is signed in as
+``demo-user``. Ctrl-C (or SIGTERM) stops both servers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +35,7 @@ from pdauth.commands._runtime import register_secrets
 from pdauth.config import Settings
 from pdauth.crypto import format_key, generate_key
 from pdauth.emulator import EmulatorConfig, EmulatorServer
+from pdauth.errors import ConfigurationError
 from pdauth.logs import configure_logging
 from pdauth.service import create_app
 from pdauth.service.server import uvicorn_config
@@ -51,6 +55,7 @@ DEMO_CLIENT_ID = "pdauth-demo"
 DEMO_CLIENT_SECRET = "pdauth-demo-secret"  # noqa: S105 - the emulator's public demo app
 SERVICE_PORTS = range(8000, 8011)  # the emulator's demo app registers these redirect URIs
 EMULATOR_PORT = 9000
+_LOGGING_VARIABLES = ("PDAUTH_LOG_LEVEL", "PDAUTH_LOG_FORMAT")
 _SECRET_NAMES = (
     "PDAUTH_ENCRYPTION_KEYS",
     "PDAUTH_SESSION_SECRET",
@@ -98,11 +103,23 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
 
 
 def demo_settings(
-    *, data_dir: Path, port: int, emulator_url: str, secrets_: Mapping[str, str]
+    *,
+    data_dir: Path,
+    port: int,
+    emulator_url: str,
+    secrets_: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Settings wiring the service to the emulator's demo app (no environment read)."""
+    """Settings wiring the service to the emulator's demo app. Of ``env`` only the logging
+    variables count (PDAUTH_LOG_LEVEL, PDAUTH_LOG_FORMAT); a bad value is a
+    ConfigurationError."""
+    source = dict(secrets_)
+    for name in _LOGGING_VARIABLES:
+        value = (env or {}).get(name, "").strip()
+        if value:
+            source[name] = value
     return Settings.from_env(
-        dict(secrets_),
+        source,
         client_id=DEMO_CLIENT_ID,
         client_secret=DEMO_CLIENT_SECRET,
         redirect_uri=f"http://127.0.0.1:{port}/callback",
@@ -166,6 +183,29 @@ def _start_emulator(wanted: int | None) -> EmulatorServer | None:
     return None
 
 
+def register_redirect_uri(emulator_url: str, redirect_uri: str) -> None:
+    """Register ``redirect_uri`` for the demo app at the emulator (its control API), keeping
+    the default loopback URIs: PagerDuty, and the emulator, accept only registered URIs."""
+    with httpx.Client(base_url=emulator_url, timeout=10.0) as client:
+        apps = client.get("/_emulator/apps").raise_for_status().json()["apps"]
+        uris = next(
+            (list(a["redirect_uris"]) for a in apps if a.get("client_id") == DEMO_CLIENT_ID), []
+        )
+        if redirect_uri in uris:
+            return
+        client.post(
+            "/_emulator/apps",
+            json={
+                "client_id": DEMO_CLIENT_ID,
+                "name": "pdauth demo",
+                "kind": "classic",
+                "client_secret": DEMO_CLIENT_SECRET,
+                "redirect_uris": [*uris, redirect_uri],
+                "scopes": "read write",
+            },
+        ).raise_for_status()
+
+
 def _banner(url: str, emulator_url: str, data_dir: Path) -> list[str]:
     return [
         "pdauth demo: the service and a local PagerDuty emulator (not the real one)",
@@ -185,11 +225,13 @@ def _serve(
 ) -> None:
     port = sock.getsockname()[1]
     settings = demo_settings(
-        data_dir=data_dir, port=port, emulator_url=emulator.url, secrets_=values
+        data_dir=data_dir, port=port, emulator_url=emulator.url, secrets_=values, env=os.environ
     )
+    configure_logging(settings.log_level, settings.log_format)
     register_secrets(settings)
+    register_redirect_uri(emulator.url, settings.redirect_uri)
     upgrade(settings.database_url)
-    config = uvicorn_config(demo_app(settings), log_level="info")
+    config = uvicorn_config(demo_app(settings), log_level=settings.log_level)
     config.load()
     banner = _banner(f"http://127.0.0.1:{port}/", emulator.url, data_dir)
     with suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop the demo: exit 0
@@ -197,8 +239,7 @@ def _serve(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Exit codes: 0 stopped, 1 no free port."""
-    configure_logging("INFO")
+    """Exit codes: 0 stopped, 1 no free port, 2 a bad logging variable."""
     data_dir = Path(args.data_dir)
     values = load_or_create_secrets(data_dir)
     sock = _bind_service(args.port)
@@ -214,6 +255,9 @@ def run_demo(args: argparse.Namespace) -> int:
             return 1
         try:
             _serve(sock, emulator, data_dir, values)
+        except ConfigurationError as exc:
+            print(f"pdauth demo: {exc}", file=sys.stderr)
+            return 2
         finally:
             emulator.stop()
     finally:
