@@ -147,3 +147,16 @@ def test_an_unclosed_sync_connector_lets_the_script_exit_and_says_so(
     assert done.returncode == 0, done.stderr
     assert "connections: 0" in done.stdout
     assert "SyncConnector was not closed" in done.stderr
+
+
+def test_a_new_database_is_a_clear_error_or_migrated_on_request(
+    emulator_url: str, tmp_path: Path
+) -> None:
+    from pdauth.errors import ConfigurationError
+    from tests.service.conftest import make_settings
+
+    fresh = make_settings(f"sqlite:///{tmp_path}/new.db", identity_url=emulator_url)
+    with pytest.raises(ConfigurationError, match="pdauth db upgrade"):
+        SyncConnector(fresh)
+    with SyncConnector(fresh, migrate=True) as sync:
+        assert sync.connections() == []

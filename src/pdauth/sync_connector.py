@@ -129,7 +129,8 @@ class SyncConnector:
     """Blocking twin of :class:`~pdauth.connections.Connector`: same constructor, same methods.
 
     Use it as a context manager or call :meth:`close` (it owns a thread). Keyword arguments
-    go to :class:`Connector` unchanged (``transport=``, ``store=``, ``clock=``, …).
+    go to :class:`Connector` unchanged (``migrate=``, ``transport=``, ``store=``, ``clock=``,
+    …); the database schema is checked (or, with ``migrate=True``, migrated) at construction.
     """
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
@@ -260,5 +261,12 @@ class SyncConnector:
 
 
 async def _build(settings: Settings, kwargs: dict[str, Any]) -> Connector:
-    # Built inside the loop, so every anyio primitive it creates belongs there.
-    return Connector(settings, **kwargs)
+    # Built inside the loop, so every anyio primitive it creates belongs there; opened at once
+    # so that an unmigrated database is a clear error here, not on the first request.
+    connector = Connector(settings, **kwargs)
+    try:
+        await connector.open()
+    except BaseException:
+        await connector.aclose()
+        raise
+    return connector
