@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -76,6 +76,7 @@ from pdauth.oauth import (
     s256_challenge,
     state_digest,
 )
+from pdauth.returnto import safe_return_to
 from pdauth.store import (
     AsyncStore,
     ConnectionRow,
@@ -105,11 +106,9 @@ __all__ = [
 
 PENDING_TTL = 600.0  # a pending authorization lives 10 minutes (RFC 9700 §2.1)
 MAX_OWNER_LENGTH = 255
-MAX_RETURN_TO_LENGTH = 512
 log = logging.getLogger("pdauth.connections")
 
 _LIST_PAGE = 1000
-_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:/%?]+")
 _PD_WEB_HOST = re.compile(r"([a-z0-9-]{1,63})\.(?:(eu)\.)?pagerduty\.com")
 
 
@@ -306,41 +305,6 @@ def pending_binding(state_hash: str) -> bytes:
 def binding_digest(binding: str) -> str:
     """What the store keeps of a browser binding: hex SHA-256 (the binding has 256 bits)."""
     return hashlib.sha256(binding.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def safe_return_to(value: object) -> str | None:
-    """``value`` if it is a same-origin relative path, else None (use the default page).
-
-    Allowlist, not blocklist (RFC 9700 §4.11.1, SECURITY-CHECKLIST item 18): URL characters
-    only, exactly one leading ``/``, no backslash, no ``@``, no ``//``, no scheme, host or
-    fragment — checked again after each round of percent-decoding, so ``/%2F%2Fevil.com``,
-    ``/%5Cevil.com``, encoded CR/LF and full-width solidi all fall back to the default.
-    """
-    if not isinstance(value, str) or not value or len(value) > MAX_RETURN_TO_LENGTH:
-        return None
-    if not _URL_CHARS.fullmatch(value):
-        return None
-    candidate = value
-    for _ in range(3):
-        if not _is_plain_path(candidate):
-            return None
-        decoded = unquote(candidate)
-        if decoded == candidate:
-            return value
-        candidate = decoded
-    return None  # still encoded after three rounds: nothing legitimate needs that
-
-
-def _is_plain_path(candidate: str) -> bool:
-    # A decoded space is harmless (the raw value has none); controls and non-ASCII are not.
-    if any(ord(c) < 0x20 or ord(c) > 0x7E for c in candidate):
-        return False
-    if not candidate.startswith("/") or "\\" in candidate or "@" in candidate:
-        return False
-    if "//" in candidate.split("?", 1)[0]:
-        return False
-    parts = urlsplit(candidate)
-    return not (parts.scheme or parts.netloc or parts.fragment or "#" in candidate)
 
 
 class Connector:
