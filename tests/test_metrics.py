@@ -8,6 +8,8 @@ differences between two scrapes; the connection gauge reads the test's own datab
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -25,7 +27,6 @@ from pdauth.errors import (
 )
 from pdauth.metrics import (
     CALLBACK_OUTCOMES,
-    ConnectionStatusCollector,
     metrics_app,
     metrics_registry,
     observe_api,
@@ -38,6 +39,7 @@ from pdauth.metrics import (
     refresh_reason,
     refreshing_because,
 )
+from pdauth.service.scrape import ConnectionStatusCollector, service_registry
 from pdauth.store import Store
 from tests.workers.harness import Harness, harness
 
@@ -78,7 +80,7 @@ async def h(tmp_path: os.PathLike[str]) -> AsyncIterator[Harness]:
 
 @pytest.mark.anyio
 async def test_a_scripted_flow_shows_up_in_the_scrape(h: Harness) -> None:
-    app = metrics_app(metrics_registry(h.store, clock=h.clock))
+    app = metrics_app(service_registry(h.store, clock=h.clock))
     before = parse(await scrape(app))
 
     # A successful connect (one code exchange), then each kind of refresh.
@@ -139,7 +141,7 @@ async def test_a_scripted_flow_shows_up_in_the_scrape(h: Harness) -> None:
 
 @pytest.mark.anyio
 async def test_a_refused_refresh_is_counted_as_invalid_grant(h: Harness) -> None:
-    registry = metrics_registry(h.store, clock=h.clock)
+    registry = service_registry(h.store, clock=h.clock)
     conn = await h.connect("owner-dead")
     before = registry.get_sample_value(
         "pdauth_refreshes_total", {"outcome": "invalid_grant", "reason": "forced"}
@@ -176,7 +178,7 @@ async def test_an_expired_flow_is_counted_as_expired(h: Harness) -> None:
 
 @pytest.mark.anyio
 async def test_connection_counts_are_cached_for_a_few_seconds(h: Harness) -> None:
-    registry = metrics_registry(h.store, clock=h.clock, cache_seconds=5)
+    registry = service_registry(h.store, clock=h.clock, cache_seconds=5)
     conn = await h.connect("owner-cache")
     assert registry.get_sample_value("pdauth_connections", {"status": "active"}) == 1
     await h.connector.disconnect(conn.id)
@@ -203,7 +205,7 @@ def test_an_unreadable_database_reports_store_down_and_the_scrape_still_works(
 ) -> None:
     broken = Store("sqlite:///" + os.path.join(os.fspath(tmp_path), "never-migrated.db"))
     try:
-        registry = metrics_registry(broken, clock=FrozenClock())
+        registry = service_registry(broken, clock=FrozenClock())
         assert registry.get_sample_value("pdauth_store_up") == 0
         assert registry.get_sample_value("pdauth_connections", {"status": "active"}) is None
         # The process metrics are still served.
@@ -352,3 +354,97 @@ async def test_the_app_mounts_in_a_starlette_router() -> None:
     host = Starlette(routes=[Route("/metrics", metrics_app())])
     text = await scrape(host)
     assert "pdauth_refreshes_total" in text
+
+
+# -- without the optional extra ------------------------------------------------------------
+
+_WITHOUT_PROMETHEUS = """
+import sys
+sys.modules["prometheus_client"] = None  # as if pdauth[metrics] were not installed
+import asyncio
+import httpx
+from pdauth import metrics
+from pdauth.metrics import metrics_app, observe_api, observe_refresh
+
+assert not metrics.AVAILABLE
+observe_api("GET", 200)  # recording is a no-op, never an error
+observe_refresh("success", "expiry")
+
+async def scrape() -> None:
+    transport = httpx.ASGITransport(app=metrics_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answer = await client.get("/metrics")
+    print(answer.status_code, answer.text.strip())
+
+asyncio.run(scrape())
+"""
+
+
+def _run_without_prometheus(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_without_prometheus_client_recording_is_a_no_op_and_metrics_answers_501() -> None:
+    done = _run_without_prometheus(_WITHOUT_PROMETHEUS)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("501 "), done.stdout
+    assert "pip install 'pdauth[metrics]'" in done.stdout
+
+
+def test_without_prometheus_client_the_service_serves_and_says_501_at_metrics() -> None:
+    code = """
+import sys
+sys.modules["prometheus_client"] = None
+import asyncio, tempfile
+import httpx
+from pdauth.config import Settings
+from pdauth.crypto import format_key, generate_key
+from pdauth.service import create_app
+
+settings = Settings.from_env(
+    {},
+    client_id="c",
+    client_secret="s" * 16,
+    redirect_uri="http://127.0.0.1:8000/callback",
+    encryption_keys=format_key(generate_key("k1")),
+    session_secret="x" * 32,
+    database_url=f"sqlite:///{tempfile.mkdtemp()}/p.db",
+)
+
+async def main() -> None:
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        health = await client.get("/healthz")
+        scraped = await client.get("/metrics")
+    print(health.status_code, scraped.status_code, scraped.text.strip())
+
+asyncio.run(main())
+"""
+    done = _run_without_prometheus(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("200 501 "), done.stdout
+    assert "pdauth[metrics]" in done.stdout
+
+
+def test_with_prometheus_client_the_control_scrape_answers_200() -> None:
+    # Negative control for the two tests above: the same script with the library present.
+    done = _run_without_prometheus(
+        _WITHOUT_PROMETHEUS.replace("sys.modules", "dict()", 1).replace(
+            "assert not metrics.AVAILABLE", "assert metrics.AVAILABLE"
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("200 "), done.stdout
+
+
+def test_metrics_never_imports_the_database_layer() -> None:
+    code = (
+        "import sys, pdauth.metrics\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('pdauth.store', 'sqlalchemy'))))"
+    )
+    done = _run_without_prometheus(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

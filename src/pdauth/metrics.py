@@ -7,46 +7,56 @@ call the module's small functions (:func:`observe_refresh`, :func:`observe_token
 :func:`observe_callback`, :func:`observe_outbox`), which never raise and never take an id, a
 path or a token: every label comes from a short fixed list, so cardinality stays bounded and
 nothing secret can reach a scrape. :func:`metrics_registry` builds, per app, a registry that
-exposes those process metrics plus the connections per status read from the store at scrape
-time (cached a few seconds, so a busy Prometheus does not become a database load), and
+exposes those process metrics plus any collectors the app adds (the service adds the connection
+counts it reads from the database; this module never touches the database), and
 :func:`metrics_app` serves a registry in the Prometheus text format as an ASGI app, so several
 apps in one process (or one test) never clash over metric names.
+
+prometheus-client is an optional extra (``pip install 'pdauth[metrics]'``): without it
+:data:`AVAILABLE` is false, every ``observe_*`` function does nothing, and the metrics app
+answers 501 with a body that names the extra. Importing this module never fails for its lack.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
-import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import anyio.to_thread
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from pdauth.clock import Clock, SystemClock
+from pdauth.clock import Clock
 from pdauth.errors import (
+    ConfigurationError,
     AuthorizationDeniedError,
     BindingMismatchError,
     CallbackError,
     FlowExpiredError,
-    StoreError,
     UnknownStateError,
 )
 
+try:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.registry import Collector
+except ImportError:  # the optional extra is missing: recording is a no-op, /metrics says so
+    AVAILABLE = False
+else:
+    AVAILABLE = True
+
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
     from starlette.types import Receive, Scope, Send
 
-    from pdauth.store import AsyncStore, Store
-
 __all__ = [
+    "AVAILABLE",
     "CALLBACK_OUTCOMES",
+    "CONNECTION_STATUSES",
+    "MISSING_EXTRA",
     "REFRESH_OUTCOMES",
     "REFRESH_REASONS",
-    "ConnectionStatusCollector",
     "MetricsApp",
     "metrics_app",
     "metrics_registry",
@@ -77,7 +87,9 @@ STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "error")
 OUTBOX_KINDS: Final = ("webhook", "revocation")
 OUTBOX_OUTCOMES: Final = ("delivered", "retry", "abandoned", "skipped")
 CONNECTION_STATUSES: Final = ("active", "needs_reauth", "revoked")
-DEFAULT_CACHE_SECONDS = 5.0
+MISSING_EXTRA: Final = (
+    "metrics are not available: prometheus-client is not installed; pip install 'pdauth[metrics]'"
+)
 
 _TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0)
 _DELAY_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -156,7 +168,7 @@ class _ProcessMetrics:
                 self.outbox.labels(kind, outcome)
 
 
-_PROCESS: Final = _ProcessMetrics()
+_PROCESS: Final = _ProcessMetrics() if AVAILABLE else None
 
 
 def _one_of(value: object, allowed: tuple[str, ...], fallback: str) -> str:
@@ -180,6 +192,8 @@ def observe_refresh(outcome: str, reason: str) -> None:
     ``outcome``: one of :data:`REFRESH_OUTCOMES` (anything else counts as ``error``);
     ``reason``: one of :data:`REFRESH_REASONS` (see :func:`refresh_reason`).
     """
+    if _PROCESS is None:
+        return
     _PROCESS.refreshes.labels(
         _one_of(outcome, REFRESH_OUTCOMES, "error"), _one_of(reason, REFRESH_REASONS, "expiry")
     ).inc()
@@ -208,6 +222,8 @@ def refreshing_because(reason: str) -> Iterator[None]:
 
 def observe_token_latency(grant_type: str, seconds: float) -> None:
     """One token-endpoint call of ``grant_type`` took ``seconds`` (failed calls included)."""
+    if _PROCESS is None:
+        return
     _PROCESS.token_latency.labels(_one_of(grant_type, GRANT_TYPES, "other")).observe(
         _seconds(seconds)
     )
@@ -234,22 +250,30 @@ def observe_api(method: str, status: int | None) -> None:
         status_class = "error"
     else:
         status_class = _one_of(f"{status // 100}xx", STATUS_CLASSES, "error")
+    if _PROCESS is None:
+        return
     _PROCESS.api_requests.labels(_one_of(verb, METHODS, "OTHER"), status_class).inc()
 
 
 def observe_rate_limited(delay_s: float) -> None:
     """A 429 was received; the client will wait ``delay_s`` seconds before trying again."""
+    if _PROCESS is None:
+        return
     _PROCESS.rate_limited.inc()
     _PROCESS.pacing_delay.labels("429").observe(_seconds(delay_s))
 
 
 def observe_pacing_delay(delay_s: float) -> None:
     """The pacer held a request back ``delay_s`` seconds to stay under the rate limit."""
+    if _PROCESS is None:
+        return
     _PROCESS.pacing_delay.labels("pacer").observe(_seconds(delay_s))
 
 
 def observe_callback(outcome: str) -> None:
     """One connect callback and its outcome (one of :data:`CALLBACK_OUTCOMES`)."""
+    if _PROCESS is None:
+        return
     _PROCESS.callbacks.labels(_one_of(outcome, CALLBACK_OUTCOMES, "error")).inc()
 
 
@@ -287,6 +311,8 @@ def observe_callback_outcome(
 def observe_outbox(kind: str, outcome: str) -> None:
     """The keeper handled one outbox event: ``kind`` webhook or revocation; ``outcome`` one of
     delivered, retry, abandoned, skipped."""
+    if _PROCESS is None:
+        return
     _PROCESS.outbox.labels(
         _one_of(kind, OUTBOX_KINDS, "webhook"), _one_of(outcome, OUTBOX_OUTCOMES, "retry")
     ).inc()
@@ -299,86 +325,22 @@ class _ProcessCollector:
     """Exposes the process-wide instruments through another registry."""
 
     def collect(self) -> Iterable[Metric]:
-        return _PROCESS.registry.collect()
+        return _PROCESS.registry.collect() if _PROCESS is not None else ()
 
     def describe(self) -> Iterable[Metric]:
-        return _PROCESS.registry.collect()  # instruments only: no I/O
+        return self.collect()  # instruments only: no I/O
 
 
-class ConnectionStatusCollector:
-    """``pdauth_connections{status}`` read with ``Store.count_by_status()`` at scrape time.
-
-    The counts are cached ``cache_seconds`` (by ``clock.monotonic()``). When the database
-    cannot be read the gauge is left out and ``pdauth_store_up`` is 0, so the scrape still
-    succeeds and an alert can fire on it.
-    """
-
-    def __init__(
-        self,
-        store: Store | AsyncStore,
-        *,
-        clock: Clock | None = None,
-        cache_seconds: float = DEFAULT_CACHE_SECONDS,
-    ) -> None:
-        self._count: Callable[[], dict[str, int]] = _sync_store(store).count_by_status
-        self._clock: Clock = clock or SystemClock()
-        self._ttl = float(cache_seconds)
-        self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, int] | None] | None = None
-
-    def _counts(self) -> dict[str, int] | None:
-        with self._lock:
-            now = self._clock.monotonic()
-            if self._cached is not None and now - self._cached[0] < self._ttl:
-                return self._cached[1]
-            try:
-                counts: dict[str, int] | None = self._count()
-            except StoreError:
-                counts = None
-            self._cached = (now, counts)
-            return counts
-
-    def describe(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("pdauth_connections", _CONNECTIONS_HELP, labels=["status"])
-        yield GaugeMetricFamily("pdauth_store_up", _STORE_UP_HELP)
-
-    def collect(self) -> Iterable[Metric]:
-        counts = self._counts()
-        yield GaugeMetricFamily("pdauth_store_up", _STORE_UP_HELP, value=0 if counts is None else 1)
-        if counts is None:
-            return
-        gauge = GaugeMetricFamily("pdauth_connections", _CONNECTIONS_HELP, labels=["status"])
-        for status in sorted({*CONNECTION_STATUSES, *counts}):
-            gauge.add_metric([status], counts.get(status, 0))
-        yield gauge
-
-
-_CONNECTIONS_HELP = "Connections by status (read from the database, cached a few seconds)."
-_STORE_UP_HELP = "1 if the last read of the connection counts succeeded, else 0."
-
-
-def _sync_store(store: Store | AsyncStore) -> Store:
-    # Called from the scrape's worker thread, so the synchronous Store is the one to use.
-    # Imported here: the REST client records metrics too and must not load the database layer.
-    from pdauth.store import AsyncStore
-
-    return store.store if isinstance(store, AsyncStore) else store
-
-
-def metrics_registry(
-    store: Store | AsyncStore | None = None,
-    *,
-    clock: Clock | None = None,
-    cache_seconds: float = DEFAULT_CACHE_SECONDS,
-) -> CollectorRegistry:
-    """A new registry for one app: pdauth's process metrics, plus connections by status
-    when ``store`` is given. Serve it with :func:`metrics_app`."""
+def metrics_registry(*collectors: Collector) -> CollectorRegistry:
+    """A new registry for one app: pdauth's process metrics plus ``collectors`` (e.g. the
+    service's connection counts). Serve it with :func:`metrics_app`. Without prometheus-client
+    a :class:`~pdauth.errors.ConfigurationError` names the extra (``pdauth[metrics]``)."""
+    if not AVAILABLE:
+        raise ConfigurationError(MISSING_EXTRA)
     registry = CollectorRegistry()
     registry.register(_ProcessCollector())
-    if store is not None:
-        registry.register(
-            ConnectionStatusCollector(store, clock=clock, cache_seconds=cache_seconds)
-        )
+    for collector in collectors:
+        registry.register(collector)
     return registry
 
 
@@ -389,7 +351,7 @@ class MetricsApp:
     the raw ASGI call. The scrape runs in a worker thread: collecting may read the database.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self._registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -398,6 +360,10 @@ class MetricsApp:
         method = scope.get("method", "GET")
         if method not in ("GET", "HEAD"):
             await _answer(send, 405, b"method not allowed\n", "text/plain; charset=utf-8")
+            return
+        if self._registry is None:
+            body = (MISSING_EXTRA + "\n").encode("utf-8")
+            await _answer(send, 501, body, "text/plain; charset=utf-8", head=method == "HEAD")
             return
         body = await anyio.to_thread.run_sync(generate_latest, self._registry)
         await _answer(send, 200, body, CONTENT_TYPE_LATEST, head=method == "HEAD")
@@ -416,5 +382,8 @@ async def _answer(send: Send, status: int, body: bytes, media: str, *, head: boo
 
 
 def metrics_app(registry: CollectorRegistry | None = None) -> MetricsApp:
-    """The ASGI app to mount at ``/metrics`` (default: process metrics only)."""
-    return MetricsApp(registry if registry is not None else metrics_registry())
+    """The ASGI app to mount at ``/metrics`` (default: process metrics only); without
+    prometheus-client it answers 501 naming ``pdauth[metrics]``."""
+    if registry is None and AVAILABLE:
+        registry = metrics_registry()
+    return MetricsApp(registry)

@@ -74,6 +74,7 @@ PAGES: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/connections/{id}"): frozenset({200, 404, 414}),
     ("GET", "/connections/{id}/disconnect"): frozenset({200, 404, 414}),
     ("POST", "/connections/{id}/disconnect"): frozenset({303, 400, 403, 404, 413, 414, 415}),
+    ("POST", "/connections/{id}/remove"): frozenset({303, 400, 403, 404, 409, 413, 414, 415}),
     ("GET", "/connect-session"): frozenset({200, 400, 414, 429}),
     ("GET", "/admin"): frozenset({200, 414}),
     ("GET", "/metrics"): frozenset({200, 414}),
@@ -428,6 +429,7 @@ form_pairs = st.lists(st.tuples(st.sampled_from(FORM_FIELDS) | text, text | toke
 FORM_ROUTES = (
     "/connect",
     "/connections/{id}/disconnect",
+    "/connections/{id}/remove",
     "/admin/login",
     "/admin/logout",
     "/admin/connections/{id}/disconnect",

@@ -27,7 +27,7 @@ from tests.service.conftest import (
     start_flow,
     token_requests,
 )
-from tests.service.test_returnto import OPEN_REDIRECT_PAYLOADS
+from tests.test_returnto import OPEN_REDIRECT_PAYLOADS
 
 pytestmark = pytest.mark.anyio
 
@@ -300,7 +300,7 @@ async def test_scopes_not_granted(
     from tests.service.conftest import make_settings
 
     # PagerDuty grants only `openid` when asked for a scope it does not know.
-    app = app_factory(settings_=make_settings(settings.database_url, scopes="read no.such"))
+    app = app_factory(settings_=make_settings(settings.database_url, scopes="read nosuchthing.read"))
     browser = browser_factory("alice", target=app)
     before = await token_requests(emulator_client)
     response = await connect(browser, emulator_client)

@@ -1,33 +1,37 @@
-"""Browser state for the service: an HMAC-signed session cookie and the flow-binding cookie.
+"""Browser state for the service: a signed session cookie and the flow-binding cookie.
 
-itsdangerous is not a dependency, so cookies are signed with the standard construction it uses
-too: ``base64url(json) "." base64url(HMAC-SHA256(key, purpose ‖ payload))``, verified with
-``hmac.compare_digest`` (ASVS 11.2.4). Keys are derived from ``PDAUTH_SESSION_SECRET`` per
-purpose (HMAC as a KDF with a label), so a session cookie can never be replayed as a binding
-cookie. Cookies carry no token: the session holds a random id, the CSRF token, and, when a
-connect session or the admin login signed the browser in, who it is and until when. Cookie
-attributes follow SECURITY-CHECKLIST.md item 37: ``HttpOnly``, ``SameSite=Lax`` (``Strict``
-would drop the cookie on the redirect back from PagerDuty), and on https the ``__Host-`` prefix
-with ``Secure`` and ``Path=/``.
+Cookies are signed and timestamped with itsdangerous (HMAC-SHA256; what Starlette's own
+SessionMiddleware uses), verified in constant time (ASVS 11.2.4). Each purpose (``"session"``,
+``"binding"``) has its own salt, so a session cookie can never be replayed as a binding cookie.
+The payload is compact JSON in base64url; a value over 4 KiB, a signature older than the
+cookie's lifetime or from the future, or a payload that is not a JSON object is refused before
+anything reads it, and every field is then checked for type and range (a signed value is
+trusted to be ours, not to be sane: a key rotation or a bug could have written it). Cookies
+carry no token: the session holds a random id, the CSRF token, and, when a connect session or
+the admin login signed the browser in, who it is and until when. Cookie attributes follow
+docs/SECURITY.md item 37: ``HttpOnly``, ``SameSite=Lax`` (``Strict`` would drop the cookie on
+the redirect back from PagerDuty), and on https the ``__Host-`` prefix with ``Secure`` and
+``Path=/``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
 import math
 import secrets
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
 
+from itsdangerous import BadData, TimestampSigner
+from itsdangerous.encoding import base64_decode, base64_encode
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from pdauth.returnto import safe_return_to
 from pdauth.service.connect_sessions import ConnectSession, validate_owner
-from pdauth.service.returnto import safe_return_to
 
 __all__ = [
     "MAX_FLOWS",
@@ -45,14 +49,20 @@ BINDING_LIFETIME = 600.0  # pending authorizations expire after 10 minutes (the 
 # The cookie keeps a binding twice as long, so a late callback is told "expired" by the
 # Connector rather than "another browser" by us.
 BINDING_COOKIE_LIFETIME = 2 * BINDING_LIFETIME
+CLOCK_SKEW = 60.0  # how far in the future a signature or issued-at may lie
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+class _SignerAt(TimestampSigner):
+    """itsdangerous' timestamp signer reading the service's clock instead of the system's."""
 
+    def __init__(self, secret: bytes, salt: str, now: float) -> None:
+        super().__init__(
+            secret, salt=salt, key_derivation="hmac", digest_method=hashlib.sha256, sep="."
+        )
+        self._now = int(now)
 
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    def get_timestamp(self) -> int:
+        return self._now
 
 
 class CookieSigner:
@@ -61,41 +71,48 @@ class CookieSigner:
     def __init__(self, secret: bytes, purpose: str) -> None:
         if len(secret) < 32:
             raise ValueError("the signing secret must be at least 32 bytes")
-        self._purpose = purpose.encode("ascii")
-        self._key = hmac.new(secret, b"pdauth.cookie." + self._purpose, hashlib.sha256).digest()
+        self._secret = secret
+        self._salt = "pdauth.cookie." + purpose
+        self._purpose = purpose
+        self._tag_key = _SignerAt(secret, self._salt + ".tag", 0).derive_key()
 
     def __repr__(self) -> str:
-        return f"CookieSigner(purpose={self._purpose.decode()!r})"
+        return f"CookieSigner(purpose={self._purpose!r})"
 
-    def _mac(self, payload: str) -> str:
-        mac = hmac.new(self._key, self._purpose + b"|" + payload.encode("ascii"), hashlib.sha256)
-        return _b64encode(mac.digest())
-
-    def sign(self, data: dict[str, Any]) -> str:
+    def sign(self, data: dict[str, Any], now: float | None = None) -> str:
+        """``data`` as a signed cookie value, timestamped ``now`` (default: the system clock)."""
         raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        payload = _b64encode(raw)
-        return f"{payload}.{self._mac(payload)}"
+        signer = _SignerAt(self._secret, self._salt, time.time() if now is None else now)
+        return signer.sign(base64_encode(raw)).decode("ascii")
 
-    def unsign(self, value: str | None) -> dict[str, Any] | None:
-        """The signed object, or ``None`` for anything missing, oversized, malformed or forged."""
-        if not value or len(value) > MAX_COOKIE_LENGTH or value.count(".") != 1:
+    def unsign(
+        self, value: str | None, now: float | None = None, max_age: float | None = None
+    ) -> dict[str, Any] | None:
+        """The signed object, or ``None`` for anything missing, oversized, malformed, forged,
+        older than ``max_age`` seconds or signed more than a minute in the future."""
+        if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
             return None
-        payload, mac = value.split(".")
+        clock = time.time() if now is None else now
+        signer = _SignerAt(self._secret, self._salt, clock)
         try:
-            expected = self._mac(payload)
-        except UnicodeEncodeError:
+            payload, signed_at = signer.unsign(value, return_timestamp=True)
+        except (BadData, ValueError, OverflowError):
             return None
-        if not hmac.compare_digest(mac.encode("ascii", "replace"), expected.encode("ascii")):
+        # The age is checked here rather than by itsdangerous, which refuses any signature from
+        # the future; a minute of skew between instances is tolerated.
+        age = clock - signed_at.timestamp()
+        if age < -CLOCK_SKEW or (max_age is not None and age > max_age):
             return None
         try:
-            data = json.loads(_b64decode(payload))
-        except (binascii.Error, ValueError):
+            data = json.loads(base64_decode(payload))
+        except (BadData, ValueError, RecursionError):
             return None
         return data if isinstance(data, dict) else None
 
     def tag(self, value: str) -> str:
         """A short keyed digest of ``value`` (e.g. an owner) that reveals nothing about it."""
-        return _b64encode(hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).digest()[:16])
+        digest = hmac.new(self._tag_key, value.encode("utf-8"), hashlib.sha256).digest()
+        return base64_encode(digest[:16]).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,7 @@ class BrowserSession:
     owner_until: float | None = None
     admin_until: float | None = None
     pending_link: ConnectSession | None = None  # a connect-session link opened, not yet used
+    flash: str | None = None  # a one-time message for the next page ("connected")
 
     def owner_at(self, now: float) -> str | None:
         if self.owner is not None and self.owner_until is not None and now < self.owner_until:
@@ -117,6 +135,9 @@ class BrowserSession:
 
     def is_admin(self, now: float) -> bool:
         return self.admin_until is not None and now < self.admin_until
+
+    def without_flash(self) -> BrowserSession:
+        return replace(self, flash=None)
 
     def rotated(self, now: float, **changes: Any) -> BrowserSession:
         """A new session id and CSRF token, as at any login (ASVS 7.2.4)."""
@@ -144,6 +165,7 @@ class BrowserSession:
                 self.pending_link.expires_at,
                 self.pending_link.jti,
             ],
+            "fl": self.flash,
         }
 
     @classmethod
@@ -159,9 +181,22 @@ class BrowserSession:
             return None
         if not all(v is None or _is_number(v) for v in (owner_until, admin_until)):
             return None
-        if not (now - SESSION_LIFETIME < iat <= now + 60):
+        if not (now - SESSION_LIFETIME < iat <= now + CLOCK_SKEW):
             return None
-        return cls(sid, csrf, float(iat), owner, owner_until, admin_until, _link(data.get("lnk")))
+        flash = data.get("fl")
+        return cls(
+            sid,
+            csrf,
+            float(iat),
+            owner,
+            owner_until,
+            admin_until,
+            _link(data.get("lnk")),
+            flash if flash in FLASHES else None,
+        )
+
+
+FLASHES = frozenset({"connected"})
 
 
 def _link(value: object) -> ConnectSession | None:
@@ -214,7 +249,9 @@ class BindingCookie:
 
     def live(self, now: float) -> BindingCookie:
         kept = tuple(
-            f for f in self.flows if now - BINDING_COOKIE_LIFETIME < f.created_at <= now + 60
+            f
+            for f in self.flows
+            if now - BINDING_COOKIE_LIFETIME < f.created_at <= now + CLOCK_SKEW
         )
         return BindingCookie(self.owner_tag, kept)
 
@@ -268,12 +305,16 @@ class CookieJar:
 
     # session
     def read_session(self, conn: HTTPConnection, now: float) -> BrowserSession | None:
-        data = self._session.unsign(conn.cookies.get(self.name(self.SESSION)))
+        value = conn.cookies.get(self.name(self.SESSION))
+        data = self._session.unsign(value, now, SESSION_LIFETIME)
         return None if data is None else BrowserSession.from_json(data, now)
 
-    def write_session(self, response: Response, session: BrowserSession) -> None:
+    def write_session(
+        self, response: Response, session: BrowserSession, now: float | None = None
+    ) -> None:
         # No Max-Age: a browser-session cookie; the signed issued-at bounds its life anyway.
-        self._set(response, self.SESSION, self._session.sign(session.to_json()), None)
+        signed_at = session.issued_at if now is None else now
+        self._set(response, self.SESSION, self._session.sign(session.to_json(), signed_at), None)
 
     def clear_session(self, response: Response) -> None:
         self._delete(response, self.SESSION)
@@ -287,7 +328,8 @@ class CookieJar:
 
     def read_binding(self, conn: HTTPConnection, now: float) -> BindingCookie | None:
         """The live flow bindings of this browser, or ``None`` without a valid cookie."""
-        data = self._binding.unsign(conn.cookies.get(self.name(self.BINDING)))
+        value = conn.cookies.get(self.name(self.BINDING))
+        data = self._binding.unsign(value, now, BINDING_COOKIE_LIFETIME + CLOCK_SKEW)
         if data is None:
             return None
         tag, flows = data.get("o"), data.get("f")
@@ -305,12 +347,17 @@ class CookieJar:
             parsed.append(FlowBinding(state_tag, binding, float(created)))
         return BindingCookie(tag, tuple(parsed)).live(now)
 
-    def write_binding(self, response: Response, cookie: BindingCookie) -> None:
+    def write_binding(
+        self, response: Response, cookie: BindingCookie, now: float | None = None
+    ) -> None:
+        if now is None:  # signed when its newest flow began
+            now = max((f.created_at for f in cookie.flows), default=time.time())
         value = self._binding.sign(
             {
                 "o": cookie.owner_tag,
                 "f": [[f.state_tag, f.binding, f.created_at] for f in cookie.flows],
-            }
+            },
+            now,
         )
         self._set(response, self.BINDING, value, int(BINDING_COOKIE_LIFETIME))
 

@@ -11,7 +11,7 @@ page that says what happened and what to do, and holds no secret and no attacker
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,19 +24,20 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Router
 from starlette.types import Scope
 
-from pdauth.connections import Connection
+from pdauth.connections import Connection, iso_time
 from pdauth.service.security import ROOT_PATH_KEY
 from pdauth.store import EventRow
 
 __all__ = [
     "FLOW_FAILURES",
+    "STATUS_LABELS",
     "ApiError",
     "FlowFailure",
     "Renderer",
-    "connection_json",
     "connection_view",
     "event_json",
     "iso_time",
+    "public_data",
 ]
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -178,17 +179,18 @@ FLOW_FAILURES: dict[str, FlowFailure] = {
 }
 
 
-def iso_time(value: float | None) -> str | None:
-    """RFC 3339 UTC timestamp (``2026-11-27T20:58:00Z``) for JSON; ``None`` stays ``None``."""
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _when(value: float | None) -> str:
+def _when(value: float | str | None) -> str:
+    """A time for people: ``2026-11-27 20:58 UTC`` from a timestamp or an RFC 3339 string."""
     if value is None:
         return "—"
-    return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return "—"
+    else:
+        moment = datetime.fromtimestamp(value, tz=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Renderer:
@@ -272,74 +274,39 @@ def is_api(scope: Scope) -> bool:
     return path.startswith((root + "/api/", "/api/"))
 
 
-def _scopes(value: str | Iterable[str]) -> list[str]:
-    if isinstance(value, str):
-        return sorted(value.split())
-    return sorted(str(scope) for scope in value or ())
+#: How a status reads to a person (badges, the admin's counts).
+STATUS_LABELS: dict[str, str] = {
+    "active": "active",
+    "needs_reauth": "needs re-authorization",
+    "revoked": "revoked",
+}
 
 
 def connection_view(connection: Connection) -> dict[str, Any]:
-    """What the templates show of a connection (no token; the Connection holds none)."""
-    error = connection.last_error
-    return {
-        "id": connection.id,
-        "owner": connection.owner,
-        "kind": connection.kind,
-        "status": connection.status,
-        "region": connection.region,
-        "account_id": connection.account_id,
-        "subdomain": connection.subdomain,
-        "user_id": connection.user_id,
-        "user_name": connection.user_name,
-        "user_email": connection.user_email,
-        "scopes": _scopes(connection.scopes),
-        "created_at": connection.created_at,
-        "last_refreshed_at": connection.last_refreshed_at,
-        "last_error_code": error.code if error is not None else None,
-        "last_error_message": error.message if error is not None else None,
-    }
+    """What the templates show of a connection: :meth:`Connection.to_json` (the one
+    serializer, no secret) plus the human label of its status."""
+    view = connection.to_json()
+    view["status_label"] = STATUS_LABELS.get(connection.status, connection.status)
+    return view
 
 
-def connection_json(connection: Connection) -> dict[str, Any]:
-    """A connection as the JSON API returns it (the ``Connection`` schema in openapi.py)."""
-    error = connection.last_error
-    user = None
-    if connection.user_id is not None:
-        user = {
-            "id": connection.user_id,
-            "name": connection.user_name,
-            "email": connection.user_email,
-        }
-    return {
-        "id": connection.id,
-        "owner": connection.owner,
-        "kind": connection.kind,
-        "status": connection.status,
-        "region": connection.region,
-        "account_id": connection.account_id,
-        "subdomain": connection.subdomain,
-        "user": user,
-        "scopes": _scopes(connection.scopes),
-        "api_base_url": connection.api_base_url,
-        "created_at": iso_time(connection.created_at),
-        "updated_at": iso_time(connection.updated_at),
-        "last_refreshed_at": iso_time(connection.last_refreshed_at),
-        "access_expires_at": iso_time(connection.access_expires_at),
-        "last_error": None
-        if error is None
-        else {"code": error.code, "message": error.message, "at": iso_time(error.at)},
-    }
+def public_data(value: Any) -> Any:
+    """``value`` without any ``*_ct`` key at any depth: the one rule for hiding ciphertexts
+    that outbox events carry for the keeper."""
+    if isinstance(value, Mapping):
+        return {k: public_data(v) for k, v in value.items() if not str(k).endswith("_ct")}
+    if isinstance(value, list | tuple):
+        return [public_data(v) for v in value]
+    return value
 
 
 def event_json(event: EventRow) -> dict[str, Any]:
     """An event-log entry as the JSON API returns it (event data never holds secrets)."""
-    data = event.data
     return {
         "id": event.id,
         "type": event.type,
         "connection_id": event.connection_id,
         "owner": event.owner,
-        # Outbox events may carry ciphertext (``*_ct``) for the keeper; the API shows none.
-        "data": {k: v for k, v in (data or {}).items() if not k.endswith("_ct")},
+        "data": public_data(event.data or {}),
         "created_at": iso_time(event.created_at),
     }
