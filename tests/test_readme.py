@@ -134,7 +134,8 @@ async def test_the_library_example_runs_on_a_new_sqlite_file(
                 json={**query, "decision": "approve", "user": "admin@acme.example"},
             )
         assert answer.status_code == 200, answer.text
-        return urlsplit(answer.json()["redirect"]).query
+        redirect: str = answer.json()["redirect"]
+        return urlsplit(redirect).query
 
     assert not new_file.exists()
     connection, titles = await example.connect_and_list_incidents("user-42", approve_in_the_browser)
