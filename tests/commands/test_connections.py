@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -80,7 +81,7 @@ def test_list_json_filters_by_owner_and_status(app: Starlette, capsys: Capture) 
     assert conn["status"] == "active"
     assert conn["subdomain"] == "acme"
     assert conn["region"] == "us"
-    assert conn["pd_user_email"] == US_ADMIN
+    assert conn["user"]["email"] == US_ADMIN  # the JSON API's shape: user{id,name,email}
     assert {"read", "write"} <= set(conn["scopes"])
     assert conn["access_expires_at"].endswith("Z")
     assert not any(key.endswith("_ct") or key == "token" for key in conn)
@@ -178,7 +179,7 @@ def test_show_prints_fields_and_events(app: Starlette, db_url: str, capsys: Capt
     assert run(["connections", "show", conn.id, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["connection"]["id"] == conn.id
-    assert data["connection"]["token_version"] == 2
+    assert data["operator_details"]["token_version"] == 2
     assert [e["type"] for e in data["events"]] == ["connection.created", "connection.refreshed"]
     assert run(["connections", "show", conn.id, "--json", "--events", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -227,7 +228,7 @@ def test_refresh_one_connection(app: Starlette, db_url: str, capsys: Capture) ->
     data = json.loads(capsys.readouterr().out)
     assert data["refreshed"] is True
     assert data["problem"] is None
-    assert data["connection"]["token_version"] == before.token_version + 2
+    assert data["operator_details"]["token_version"] == before.token_version + 2
 
 
 def test_refresh_of_a_grant_revoked_in_pagerduty_exits_1(
@@ -429,3 +430,37 @@ def test_connections_list_json_in_a_subprocess(
     data = json.loads(done.stdout)
     assert [c["id"] for c in data["connections"]] == [conn.id]
     assert_no_secrets(done.stdout + done.stderr, secrets_of(db_url, conn))
+
+
+def test_the_cli_and_the_json_api_show_a_connection_in_one_shape(
+    app: Starlette, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Capture
+) -> None:
+    from pdauth.service import create_app as create_service
+
+    api_key = "cli-shape-api-key-0123456789"
+    monkeypatch.setenv("PDAUTH_API_KEYS", api_key)
+    conn = connect_user(app, "shape-owner")
+    assert run(["connections", "show", conn.id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["connection"]
+    assert run(["connections", "list", "--json", "--owner", "shape-owner"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)["connections"]
+
+    async def from_api() -> dict[str, object]:
+        service = create_service(Settings.from_env(), transport=httpx.ASGITransport(app=app))
+        async with (
+            service.router.lifespan_context(service),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=service), base_url="http://127.0.0.1"
+            ) as client,
+        ):
+            answer = await client.get(
+                f"/api/v1/connections/{conn.id}", headers={"authorization": f"Bearer {api_key}"}
+            )
+            assert answer.status_code == 200, answer.text
+            body: dict[str, object] = answer.json()
+            return body
+
+    api = anyio.run(from_api)["connection"]
+    assert shown == listed == api
+    assert set(shown["user"]) == {"id", "name", "email"}
+    assert "token_version" not in shown  # operator details sit beside the connection

@@ -1,9 +1,10 @@
 """What the connection commands may show: the allowlist views of connections and events.
 
-A connection is shown through :func:`connection_view` (every non-secret column, never a token,
-a ciphertext or a lease owner); an event through :func:`event_view`, whose data loses its
-``*_ct`` members. Also the short labels tables use and the guidance for revoking a grant inside
-PagerDuty, which has no revocation API.
+A connection is shown in the JSON API's shape (:func:`connection_json`, built by
+:meth:`pdauth.connections.Connection.to_json`: never a token, a ciphertext or a lease owner),
+with :func:`operator_details` beside it where an operator needs more; an event through
+:func:`event_view`, whose data loses its ``*_ct`` members. Also the short labels tables use and
+the guidance for revoking a grant inside PagerDuty, which has no revocation API.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from pdauth.commands._output import clean, iso_time
+from pdauth.connections import Connection
 from pdauth.store import AsyncStore, ConnectionRow, EventRow
 
 __all__ = [
     "account_label",
     "cell_time",
-    "connection_view",
+    "connection_json",
     "event_view",
+    "operator_details",
     "pagerduty_revocation_help",
     "recent_events",
     "user_label",
@@ -28,39 +31,23 @@ __all__ = [
 _EVENT_PAGE = 1000
 
 
-def connection_view(row: ConnectionRow, api_base_urls: Mapping[str, str]) -> dict[str, Any]:
-    """Every non-secret field of a connection, JSON-ready (times as RFC 3339 UTC)."""
-    error = None
-    if row.last_error_code is not None:
-        error = {
-            "code": row.last_error_code,
-            "message": row.last_error_message,
-            "at": iso_time(row.last_error_at),
-        }
+def connection_json(row: ConnectionRow, api_base_urls: Mapping[str, str]) -> dict[str, Any]:
+    """A stored connection in the JSON API's shape (:meth:`Connection.to_json`, the one
+    serializer): ``user{id,name,email}``, times as RFC 3339 UTC, no secret."""
+    return Connection.from_row(row, api_base_urls).to_json()
+
+
+def operator_details(row: ConnectionRow) -> dict[str, Any]:
+    """What ``connections show``/``refresh`` add for operators, beside the API's shape: the
+    token version, the key id that seals the tokens (rotation progress), the refresh token's
+    expiry, the refresh lease, the last use and PagerDuty's delegation id. No secret."""
     return {
-        "id": row.id,
-        "owner": row.owner,
-        "kind": row.kind,
-        "status": row.status,
-        "region": row.region,
-        "account_id": row.account_id,
-        "subdomain": row.subdomain,
-        "pd_user_id": row.pd_user_id,
-        "pd_user_name": row.pd_user_name,
-        "pd_user_email": row.pd_user_email,
         "delegation_id": row.delegation_id,
-        "scopes": sorted(s for s in row.scopes.split(" ") if s),
-        "api_base_url": api_base_urls.get(row.region),
-        "created_at": iso_time(row.created_at),
-        "updated_at": iso_time(row.updated_at),
-        "last_refreshed_at": iso_time(row.last_refreshed_at),
-        "last_used_at": iso_time(row.last_used_at),
-        "access_expires_at": iso_time(row.access_expires_at),
-        "refresh_expires_at": iso_time(row.refresh_expires_at),
-        "token_version": row.token_version,
         "key_id": row.key_id,
+        "last_used_at": iso_time(row.last_used_at),
+        "refresh_expires_at": iso_time(row.refresh_expires_at),
         "refresh_lease_until": iso_time(row.lease_until),
-        "last_error": error,
+        "token_version": row.token_version,
     }
 
 
@@ -111,16 +98,17 @@ def pagerduty_revocation_help(view: Mapping[str, Any], client_id: str) -> list[s
         "PagerDuty offers no API to revoke a single grant, so it may still be valid on "
         "PagerDuty's side. To revoke it there:"
     ]
+    user = view["user"] or {}
     if view["kind"] == "user":
-        who = view["pd_user_email"] or view["pd_user_name"] or view["pd_user_id"] or "the user"
+        who = user.get("email") or user.get("name") or user.get("id") or "the user"
         lines.append(
             f"  - {clean(who)} removes the app in PagerDuty under My Profile -> Authorized Apps;"
         )
-        if view["pd_user_id"]:
+        if user.get("id"):
             lines.append(
                 "  - or an account admin deletes the user's OAuth delegations: "
                 f"DELETE {clean(view['api_base_url'])}/oauth_delegations"
-                f"?user_id={clean(view['pd_user_id'])} (REST API, scope "
+                f"?user_id={clean(user['id'])} (REST API, scope "
                 "oauth_delegations.write; PagerDuty documents it as signing the user out of "
                 "its web and mobile apps as well);"
             )
@@ -132,13 +120,16 @@ def pagerduty_revocation_help(view: Mapping[str, Any], client_id: str) -> list[s
 
 
 def account_label(view: Mapping[str, Any]) -> str:
+    """``subdomain (region)`` of a :func:`connection_json` view."""
     return f"{view['subdomain'] or view['account_id']} ({view['region']})"
 
 
 def user_label(view: Mapping[str, Any]) -> str:
+    """The PagerDuty user of a :func:`connection_json` view, for a table cell."""
     if view["kind"] == "app":
         return "(app token)"
-    return str(view["pd_user_email"] or view["pd_user_name"] or view["pd_user_id"] or "-")
+    user = view["user"] or {}
+    return str(user.get("email") or user.get("name") or user.get("id") or "-")
 
 
 def cell_time(iso: str | None) -> str:

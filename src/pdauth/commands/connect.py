@@ -44,7 +44,7 @@ from pdauth.commands._runtime import (
     fail,
     run_async,
 )
-from pdauth.commands._views import connection_view
+from pdauth.commands._views import account_label, connection_json, user_label
 from pdauth.config import Settings
 from pdauth.connections import PENDING_TTL, Connection, Connector
 from pdauth.errors import AuthorizationDeniedError, ConfigurationError, PdauthError
@@ -251,7 +251,7 @@ async def _connect(
             assert result is not None
             row = await connector.store.get_connection(result.id)
             assert row is not None
-            view = connection_view(row, settings.api_base_urls)
+            view = connection_json(row, settings.api_base_urls)
     if args.json:
         print_json({"connection": view})
     else:
@@ -259,8 +259,8 @@ async def _connect(
             {
                 "connected": view["id"],
                 "owner": view["owner"],
-                "account": f"{view['subdomain'] or view['account_id']} ({view['region']})",
-                "user": view["pd_user_email"] or view["pd_user_name"] or view["pd_user_id"],
+                "account": account_label(view),
+                "user": user_label(view),
                 "scopes": " ".join(view["scopes"]),
                 "access_expires_at": view["access_expires_at"],
             }

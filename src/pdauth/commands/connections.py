@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from pdauth.commands._common import Subcommands, add_command, positive_int
 from pdauth.commands._output import (
@@ -31,8 +33,9 @@ from pdauth.commands._runtime import Runtime, require_row, with_connector
 from pdauth.commands._views import (
     account_label,
     cell_time,
-    connection_view,
+    connection_json,
     event_view,
+    operator_details,
     pagerduty_revocation_help,
     recent_events,
     user_label,
@@ -139,7 +142,7 @@ def run_list(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
 
     async def body(connector: Connector, settings: Settings) -> int:
         rows = await _list_rows(connector.store, args.owner, args.status, args.limit)
-        views = [connection_view(row, settings.api_base_urls) for row in rows]
+        views = [connection_json(row, settings.api_base_urls) for row in rows]
         if args.json:
             print_json({"connections": views, "count": len(views)})
             return EXIT_OK
@@ -180,23 +183,33 @@ def run_list(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
     return with_connector("connections list", runtime, body)
 
 
+def _show_fields(view: Mapping[str, Any], details: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``name: value`` line per field: the API's fields (the user flattened), then the
+    operator's."""
+    fields = {k: v for k, v in view.items() if k not in ("user", "last_error")}
+    user = view["user"] or {}
+    fields.update({f"user_{k}": user.get(k) for k in ("id", "name", "email")})
+    fields["scopes"] = " ".join(view["scopes"])
+    fields.update(details)
+    error = view["last_error"]
+    fields["last_error"] = (
+        f"{error['code']} at {error['at']}: {error['message'] or ''}" if error else None
+    )
+    return fields
+
+
 def run_show(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
     """``pdauth connections show ID``."""
 
     async def body(connector: Connector, settings: Settings) -> int:
         row = await require_row(connector, args.connection_id)
-        view = connection_view(row, settings.api_base_urls)
+        view = connection_json(row, settings.api_base_urls)
         events = [event_view(e) for e in await recent_events(connector.store, row, args.events)]
+        details = operator_details(row)
         if args.json:
-            print_json({"connection": view, "events": events})
+            print_json({"connection": view, "operator_details": details, "events": events})
             return EXIT_OK
-        fields = {k: v for k, v in view.items() if k != "last_error"}
-        fields["scopes"] = " ".join(view["scopes"])
-        error = view["last_error"]
-        fields["last_error"] = (
-            f"{error['code']} at {error['at']}: {error['message'] or ''}" if error else None
-        )
-        print_fields(fields)
+        print_fields(_show_fields(view, details))
         print()
         print(f"last {len(events)} event(s):" if events else "no events")
         if events:
@@ -234,7 +247,7 @@ def run_revoke(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
         row = await require_row(connector, args.connection_id)
         was_revoked = row.status == "revoked"
         if not was_revoked and not args.yes:
-            view = connection_view(row, settings.api_base_urls)
+            view = connection_json(row, settings.api_base_urls)
             answer = _confirm(
                 f"Disconnect {clean(row.id)} (owner {clean(row.owner)}, "
                 f"{clean(account_label(view))}, {clean(user_label(view))})? Its tokens are "
@@ -248,7 +261,7 @@ def run_revoke(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
                 return EXIT_FAILURE
         await connector.disconnect(row.id)
         after = await require_row(connector, row.id)
-        view = connection_view(after, settings.api_base_urls)
+        view = connection_json(after, settings.api_base_urls)
         remote: str
         help_lines: list[str] = []
         if settings.revocation_endpoint is None:

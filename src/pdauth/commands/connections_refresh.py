@@ -24,7 +24,7 @@ from pdauth.commands._output import (
     report_error,
 )
 from pdauth.commands._runtime import Runtime, current_runtime, require_row, with_connector
-from pdauth.commands._views import connection_view
+from pdauth.commands._views import connection_json, operator_details
 from pdauth.config import Settings
 from pdauth.connections import Connector
 from pdauth.errors import (
@@ -117,14 +117,21 @@ async def _refresh_one(args: argparse.Namespace, connector: Connector, settings:
     except NeedsReauthError as exc:
         problem = exc.reason
     after = await require_row(connector, before.id)
-    view = connection_view(after, settings.api_base_urls)
+    view = connection_json(after, settings.api_base_urls)
     refreshed = problem is None and after.token_version != before.token_version
     if problem is None and not refreshed:
         # The token endpoint failed transiently; the manager kept the still-valid old token.
         code = after.last_error_code or "unknown"
         problem = f"the refresh failed ({code}); the current access token stays in use"
     if args.json:
-        print_json({"connection": view, "refreshed": refreshed, "problem": problem})
+        print_json(
+            {
+                "connection": view,
+                "operator_details": operator_details(after),
+                "refreshed": refreshed,
+                "problem": problem,
+            }
+        )
     elif refreshed:
         print(
             f"refreshed {clean(after.id)}: access token valid until "
