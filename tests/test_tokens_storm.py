@@ -34,7 +34,9 @@ from tests.workers.harness import DEMO_ID, DEMO_REDIRECT, DEMO_SECRET, TEST_KEYS
 
 pytestmark = pytest.mark.slow
 
-WORKER = Path(__file__).parent / "workers" / "refresh_worker.py"
+# Run as a module from the repository root, so the worker can import its test doubles.
+WORKER = "tests.workers.refresh_worker"
+ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 4
 TASKS = 25
 
@@ -128,7 +130,8 @@ def spawn(
     return subprocess.Popen(
         [
             sys.executable,
-            str(WORKER),
+            "-m",
+            WORKER,
             "--connection-id",
             connection_id,
             "--tasks",
@@ -143,6 +146,7 @@ def spawn(
             str(delay),
         ],
         env=env,
+        cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

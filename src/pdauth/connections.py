@@ -331,7 +331,6 @@ class Connector:
         jwks_refetch_interval: float = 30.0,
         migrate: bool = False,
         pacer: Pacer | None = None,
-        _unsafe_disable_lease_for_tests: bool = False,
     ) -> None:
         self._settings = settings
         self._owns_pacer = pacer is None
@@ -363,7 +362,6 @@ class Connector:
             self._identity,
             self._keys,
             clock=self._clock,
-            _unsafe_disable_lease_for_tests=_unsafe_disable_lease_for_tests,
         )
 
     @classmethod

@@ -229,9 +229,6 @@ class TokenManager:
     process trusts its cache before re-reading the row (so a disconnect or a refresh made by
     another process is noticed without a 401); the re-read is one primary-key lookup and no
     decryption when the version did not move.
-
-    ``_unsafe_disable_lease_for_tests`` exists ONLY for the negative-control test that proves
-    the refresh-storm test can see the bug: it refreshes without taking the lease.
     """
 
     def __init__(
@@ -246,7 +243,6 @@ class TokenManager:
         max_cache_entries: int = 200_000,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
-        _unsafe_disable_lease_for_tests: bool = False,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -264,7 +260,6 @@ class TokenManager:
         self._http_timeout = float(settings.http_timeout)
         self._nominal_access = ACCESS_LIFETIME[settings.app_kind]
         self._nominal_refresh = REFRESH_LIFETIME[settings.app_kind]
-        self._no_lease = _unsafe_disable_lease_for_tests
 
     # -- public ----------------------------------------------------------------------------
 
@@ -471,8 +466,6 @@ class TokenManager:
         seen_version: int | None,
     ) -> str:
         cid = row.id
-        if self._no_lease:
-            return await self._refresh_without_lease(row)
         give_up_at = self._clock.monotonic() + 2 * self._lease_ttl + self._http_timeout
         base_version = row.token_version
         seen = row
@@ -721,37 +714,6 @@ class TokenManager:
             raise LeaseUnavailableError(f"connection {cid}: refreshed concurrently; try again")
         log.warning("connection needs re-authorization (reason=%s)", code)
         raise NeedsReauthError(cid, "PagerDuty no longer accepts this connection; reconnect it")
-
-    async def _refresh_without_lease(self, row: ConnectionRow) -> str:
-        """NEGATIVE CONTROL ONLY: refresh with no lease, as a naive client would."""
-        cid = row.id
-        refresh_token = None if row.kind == "app" else self._decrypt_refresh_token(row)
-        try:
-            tokens = await self._call_token_endpoint(row, refresh_token, self._clock.monotonic())
-        except InvalidGrantError:
-            latest = await self._read_active(cid)
-            if latest.token_version != row.token_version:
-                moved = self._usable(latest, self._clock.now())
-                if moved is not None:
-                    return self._remember(cid, moved)
-            await self._declare_dead(
-                latest, None, "invalid_grant", "PagerDuty refused the refresh token"
-            )
-            raise AssertionError("unreachable") from None  # pragma: no cover
-        # Last write wins: grab the lease only to pass the store's write fence.
-        while True:
-            now = self._clock.now()
-            owner = f"{self._owner_prefix}-{secrets.token_hex(6)}"
-            leased = await self._store.try_acquire_lease(cid, owner, now, self._lease_ttl)
-            if leased is None:
-                await self._read_active(cid)
-                await self._sleep(POLL_MIN)
-                continue
-            stored = await self._persist(leased, owner, tokens)
-            if stored is None:
-                await self._store.release_lease(cid, owner)
-                continue
-            return self._remember(cid, self._fresh(tokens, stored.token_version))
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ It builds its Connector, touches the database once, writes ``--ready``, waits fo
 prints one JSON object: ``{"results": [["ok", sha256-of-token] | ["error", ErrorName], …]}``.
 Tokens themselves are never printed.
 
-Modes: ``normal``; ``no-lease`` (the negative control: TokenManager's
-``_unsafe_disable_lease_for_tests``); ``hang`` (token requests never leave this process, so it
-sits on the refresh lease until it is killed).
+Modes: ``normal``; ``no-lease`` (the negative control: the Connector gets a
+:class:`~tests.workers.naive_store.NoLeaseStore`, whose lease never refuses); ``hang``
+(token requests never leave this process, so it sits on the refresh lease until it is killed).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import httpx
 from pdauth.config import Settings
 from pdauth.connections import Connector
 from pdauth.errors import PdauthError
+from pdauth.store import AsyncStore, Store
+from tests.workers.naive_store import NoLeaseStore
 
 
 class SlowTokenEndpoint(httpx.AsyncBaseTransport):
@@ -50,11 +52,10 @@ async def main(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     transport = SlowTokenEndpoint(args.delay, hang=args.mode == "hang")
     results: list[list[str]] = []
-    async with Connector(
-        settings,
-        transport=transport,
-        _unsafe_disable_lease_for_tests=args.mode == "no-lease",
-    ) as connector:
+    store: AsyncStore | None = None
+    if args.mode == "no-lease":
+        store = NoLeaseStore(Store(settings.database_url))
+    async with Connector(settings, transport=transport, store=store) as connector:
         await connector.store.count_by_status()  # open the database before the start line
         with open(args.ready, "w") as ready:
             ready.write(str(os.getpid()))
@@ -72,6 +73,8 @@ async def main(args: argparse.Namespace) -> int:
         async with anyio.create_task_group() as tg:
             for _ in range(args.tasks):
                 tg.start_soon(call)
+    if store is not None:
+        await store.aclose()  # a store passed in is the caller's to close
     print(json.dumps({"results": results}))
     return 0
 
