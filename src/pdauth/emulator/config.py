@@ -1,7 +1,8 @@
 """The emulator's knobs: one frozen value describing how the local PagerDuty behaves.
 
-Defaults follow PagerDuty's documented behaviour (docs/app-integration-development
-06-OAuth-Functionality.md, 02-Private-Apps.md, REST 04-Rate-Limits.md); where PagerDuty is
+Defaults follow PagerDuty's documented behaviour (its public PagerDuty/developer-docs repository:
+app-integration-development 06-OAuth-Functionality.md, 02-Private-Apps.md, REST-API
+04-Rate-Limits.md); where PagerDuty is
 silent (refresh-token reuse, a revocation endpoint, error status codes) the default is our
 assumption and the knob exists so tests can pick the other behaviour.
 """

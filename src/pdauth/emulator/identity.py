@@ -1,11 +1,11 @@
 """PagerDuty's identity service, emulated: authorize + consent, token, JWKS, discovery, revoke.
 
-Paths and shapes follow identity.pagerduty.com (06-OAuth-Functionality.md, 02-Private-Apps.md,
-07-PagerDuty-OpenId-Token.md): RFC 6749 §4.1 authorization code with RFC 7636 PKCE (``S256``
-only), §6 refresh (rotating the refresh token every time), §4.4 client credentials (Scoped
-private apps, ``as_account-<region>.<subdomain>`` scope), and an RS256 OpenID Connect id_token.
-PagerDuty documents no token-endpoint error statuses, so these are OUR ASSUMPTION, following
-RFC 6749 §5.2: 400 for ``invalid_request``/``invalid_grant``/``unsupported_grant_type``/
+Paths and shapes follow identity.pagerduty.com (PagerDuty/developer-docs 06-OAuth-Functionality.md,
+02-Private-Apps.md, 07-PagerDuty-OpenId-Token.md): RFC 6749 §4.1 authorization code with RFC 7636
+PKCE (``S256`` only), §6 refresh (rotating the refresh token every time), §4.4 client credentials
+(Scoped private apps, ``as_account-<region>.<subdomain>`` scope), and an RS256 OpenID Connect
+id_token. PagerDuty documents no token-endpoint error statuses, so these are OUR ASSUMPTION,
+following RFC 6749 §5.2: 400 for ``invalid_request``/``invalid_grant``/``unsupported_grant_type``/
 ``invalid_scope``/``unauthorized_client``, 401 for ``invalid_client``. Other assumptions are
 labelled where they are made. PKCE is checked with hashlib, never with pdauth's client code.
 

@@ -1,4 +1,5 @@
-"""Per-credential request budget for the emulated REST API (PagerDuty REST 04-Rate-Limits.md).
+"""Per-credential request budget for the emulated REST API (PagerDuty/developer-docs,
+REST-API 04-Rate-Limits.md).
 
 PagerDuty allows 960 requests per minute and reports the budget on every response in
 ``ratelimit-limit``, ``ratelimit-remaining`` and ``ratelimit-reset`` (seconds until the budget

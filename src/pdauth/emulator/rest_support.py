@@ -1,6 +1,7 @@
 """The vocabulary of the emulated REST API: PagerDuty's error envelope, the calling principal and
 its scope rule, query and body parsing, classic pagination, and the enumerations the operations
-accept. Pure helpers: no state, no routing (those are in :mod:`pdauth.emulator.rest`)."""
+accept. Pure helpers: no state, no routing (those are in :mod:`pdauth.emulator.rest`). Document
+names (``09-Pagination.md``) are pages of PagerDuty's public PagerDuty/developer-docs."""
 
 from __future__ import annotations
 
