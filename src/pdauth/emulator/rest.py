@@ -1,16 +1,16 @@
 """The emulated PagerDuty REST API v2 (a subset), for one service region.
 
 Serves ``/users/me``, ``/users``, ``/users/{id}``, ``/services``, ``/services/{id}``,
-``/incidents`` (GET and POST), ``/abilities``, ``/abilities/{id}``, ``/audit/records`` and ``DELETE
-/oauth_delegations`` from the seeded :class:`~pdauth.emulator.data.Directory`, with PagerDuty's
-wire conventions (its public PagerDuty/developer-docs, REST-API 02-Authentication, 04-Rate-Limits,
-09-Pagination, 14-Errors, and the official OpenAPI schema): ``Authorization: Bearer <oauth token>``
-or ``Token token=<api key>``, the ``{"error": {"message", "code", "errors"}}`` envelope, classic
-offset pagination (limit <= 100, offset + limit <= 10000) and cursor pagination, per-operation
-Scoped OAuth scopes, ``ratelimit-*`` headers, and injected faults. The EU app is mounted under
-``/eu``; a token issued for the other region is refused with 401. Where PagerDuty is silent the
-choice is labelled "Assumption". Every response is JSON except 204s, the header-less 429 and the
-``drop`` fault.
+``/incidents`` (GET and POST), ``/abilities``, ``/abilities/{id}``, ``/audit/records`` and
+``DELETE /oauth_delegations`` from the seeded :class:`~pdauth.emulator.data.Directory`, with
+PagerDuty's wire conventions (its public PagerDuty/developer-docs, REST-API 02-Authentication,
+04-Rate-Limits, 09-Pagination, 14-Errors, and the official OpenAPI schema):
+``Authorization: Bearer <oauth token>`` or ``Token token=<api key>``, the
+``{"error": {"message", "code", "errors"}}`` envelope, classic offset pagination (limit <= 100,
+offset + limit <= 10000) and cursor pagination, per-operation Scoped OAuth scopes,
+``ratelimit-*`` headers, and injected faults. The EU app is mounted under ``/eu``; a token issued
+for the other region is refused with 401. Where PagerDuty is silent the choice is labelled
+"Assumption". Every response is JSON except 204s, the header-less 429 and the ``drop`` fault.
 
 Routing is Starlette's, like the identity and control APIs: one :class:`~starlette.routing.Route`
 per path (with and without a trailing slash) whose endpoint runs every request through the same
