@@ -4,6 +4,8 @@ to the command's listener) — approve, deny, silence, stray requests, and a rea
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
 import subprocess
@@ -23,7 +25,7 @@ from pdauth.commands.connect import loopback_redirect
 from pdauth.emulator import EmulatorServer
 from pdauth.errors import ConfigurationError
 from pdauth.store import Store
-from tests.commands.conftest import base_env, free_port, set_env, subprocess_env
+from tests.commands.conftest import REPO, base_env, free_port, set_env, subprocess_env
 from tests.workers.harness import US_ADMIN
 
 Capture = pytest.CaptureFixture[str]
@@ -143,6 +145,21 @@ def connections_of(db_url: str, owner: str) -> list[str]:
         return [r.id for r in store.list_connections(owner=owner)]
 
 
+def assert_styled_like_the_service(page: httpx.Response) -> None:
+    """The service's stylesheet inlined, allowed by its hash alone: no script, no outside
+    asset, no unsafe-inline."""
+    css = (REPO / "src/pdauth/service/static/pdauth.css").read_text(encoding="utf-8")
+    assert f"<style>{css}</style>" in page.text
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    policy = page.headers["content-security-policy"]
+    assert f"style-src 'sha256-{digest}'" in policy
+    assert "default-src 'none'" in policy
+    assert "unsafe-inline" not in policy
+    assert "<script" not in page.text
+    assert "src=" not in page.text
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing loaded from elsewhere
+
+
 def test_connect_approve_stores_the_connection(
     cli_app: App, browser: Browser, db_url: str, capsys: Capture
 ) -> None:
@@ -167,6 +184,7 @@ def test_connect_approve_stores_the_connection(
     assert browser.redirect is not None
     for _, value in parse_qsl(urlsplit(browser.redirect).query):
         assert value not in page.text  # neither the code nor the state is echoed
+    assert_styled_like_the_service(page)
 
 
 def test_connect_json_output(cli_app: App, browser: Browser, capsys: Capture) -> None:
@@ -185,6 +203,8 @@ def test_connect_denied_exits_1_and_stores_nothing(
     page = browser.finish()
     assert "access_denied" in capsys.readouterr().err
     assert "not granted" in page.text
+    assert 'class="card notice"' in page.text
+    assert_styled_like_the_service(page)
     assert connections_of(db_url, "cli-deny") == []
 
 

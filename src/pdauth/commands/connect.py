@@ -9,13 +9,13 @@ waits for one request on the redirect path that carries *this* flow's ``state`` 
 constant time; anything else — other paths, a stray or forged callback — is answered and
 ignored). That request goes to :meth:`Connector.complete` with the binding kept in memory: the
 listener and the CLI are the same party, so no cookie is needed. The browser gets a small page
-(no-store, no referrer, nothing from the query echoed); the terminal gets the connection.
+in the service pages' style (:mod:`pdauth.commands._loopback_page`: no-store, no referrer, a
+strict CSP, nothing from the query echoed); the terminal gets the connection.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import ipaddress
 import sys
 import threading
@@ -28,6 +28,7 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
 from pdauth.commands._common import Subcommands, port
+from pdauth.commands._loopback_page import Tone, loopback_response
 from pdauth.commands._output import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -56,13 +57,6 @@ COMMAND = "connect"
 MAX_REQUEST_HEAD = 16 * 1024
 REQUEST_READ_TIMEOUT = 10.0  # browsers open idle speculative connections; do not wait on them
 DEFAULT_TIMEOUT = 300.0
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem}}
-</style></head>
-<body><h1>{title}</h1><p>{message}</p></body></html>
-"""
 
 
 @dataclass(frozen=True)
@@ -352,7 +346,7 @@ def _carries_state(query: str, expected: str) -> bool:
     return len(states) == 1 and constant_time_equals(states[0], expected)
 
 
-def _page_for(result: Connection | BaseException | None) -> tuple[int, str, str, str]:
+def _page_for(result: Connection | BaseException | None) -> tuple[int, str, str, str, Tone]:
     if isinstance(result, Connection):
         account = result.subdomain or result.account_id
         return (
@@ -361,6 +355,7 @@ def _page_for(result: Connection | BaseException | None) -> tuple[int, str, str,
             "PagerDuty connected",
             f"The PagerDuty account {account} is connected. You can close this tab and return "
             "to the terminal.",
+            "ok",
         )
     if isinstance(result, AuthorizationDeniedError):
         return (
@@ -368,12 +363,14 @@ def _page_for(result: Connection | BaseException | None) -> tuple[int, str, str,
             "OK",
             "Not connected",
             "Access was not granted in PagerDuty. You can close this tab.",
+            "notice",
         )
     return (
         200,
         "OK",
         "Connecting failed",
         "PagerDuty could not be connected. The terminal says why; you can close this tab.",
+        "error",
     )
 
 
@@ -397,17 +394,8 @@ def _request_line(head: bytes) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-async def _respond(stream: SocketStream, status: int, reason: str, title: str, text: str) -> None:
-    body = _PAGE.format(title=html.escape(title), message=html.escape(text)).encode("utf-8")
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
-        "Content-Type: text/html; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Cache-Control: no-store\r\n"
-        "Referrer-Policy: no-referrer\r\n"
-        "X-Content-Type-Options: nosniff\r\n"
-        "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode("ascii")
+async def _respond(
+    stream: SocketStream, status: int, reason: str, title: str, text: str, tone: Tone = "error"
+) -> None:
     with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        await stream.send(head + body)
+        await stream.send(loopback_response(status, reason, title, text, tone))
