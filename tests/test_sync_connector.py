@@ -160,3 +160,33 @@ def test_a_new_database_is_a_clear_error_or_migrated_on_request(
         SyncConnector(fresh)
     with SyncConnector(fresh, migrate=True) as sync:
         assert sync.connections() == []
+
+
+def test_a_forked_child_gets_an_error_not_a_hang(emulator_url: str, tmp_path: Path) -> None:
+    """gunicorn --preload forks after import: the child must not wait on a missing thread."""
+    import os
+    import warnings
+
+    sync = SyncConnector(host_settings(emulator_url, REDIRECT, str(tmp_path / "db.sqlite")))
+    try:
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns that forking a threaded process is risky: that is the point.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: report what a call does, then leave at once
+            try:
+                sync.connections()
+                message = b"no error"
+            except RuntimeError as exc:
+                message = str(exc).encode()
+            os.write(write, message)
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            answer = pipe.read().decode()
+        os.waitpid(pid, 0)
+        assert "create it in each worker process" in answer
+        assert sync.connections() == []  # the parent's SyncConnector still works
+    finally:
+        sync.close()

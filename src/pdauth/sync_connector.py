@@ -191,6 +191,13 @@ class SyncConnector:
         """
         if self._closed:
             raise RuntimeError("the SyncConnector is closed")
+        if not self._loop.thread.is_alive():
+            # After os.fork() the child has no copy of the loop's thread: waiting on it would
+            # hang forever (e.g. gunicorn --preload). Create the SyncConnector in each worker.
+            raise RuntimeError(
+                "the SyncConnector's event loop is gone (created before a fork?); "
+                "create it in each worker process"
+            )
         return self._loop.portal.call(func, *args)
 
     # -- the Connector's operations --------------------------------------------------------
