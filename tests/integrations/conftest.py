@@ -3,7 +3,6 @@ OAuth app registered for a host that mounts pdauth at ``/pagerduty``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,7 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def mounted_emulator() -> AsyncIterator[Starlette]:
+async def mounted_emulator() -> Starlette:
     """The emulator, with an app whose redirect URI is the mounted service's callback."""
     emulator = create_emulator(EmulatorConfig())
     async with httpx.AsyncClient(
@@ -44,4 +43,4 @@ async def mounted_emulator() -> AsyncIterator[Starlette]:
             },
         )
         assert answer.status_code == 201, answer.text
-    yield emulator
+    return emulator
