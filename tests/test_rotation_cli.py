@@ -137,3 +137,20 @@ def test_db_group_as_a_subprocess(tmp_path: Path) -> None:
     broken = pdauth("db", "upgrade", "--database-url", f"sqlite:///{tmp_path}/none/x.db")
     assert broken.returncode == 1
     assert "pdauth db upgrade:" in broken.stderr
+
+
+@pytest.mark.parametrize("url", ["mysql://user@db.example/pdauth", "not a url"])
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["keys", "rotate"]])
+def test_an_unusable_database_url_is_a_configuration_error(
+    argv: list[str],
+    url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PDAUTH_ENCRYPTION_KEYS", TEST_KEYS)
+    monkeypatch.setenv("PDAUTH_DATABASE_URL", url)
+    assert run(argv) == 2  # configuration errors exit 2, as every command's help says
+    err = capsys.readouterr().err
+    assert err.startswith(f"pdauth {' '.join(argv)}: ")
+    assert "PDAUTH_DATABASE_URL" in err
+    assert "Traceback" not in err

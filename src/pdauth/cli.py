@@ -2,7 +2,8 @@
 
 Every subcommand lives in :mod:`pdauth.commands` (one module each) and registers itself on the
 parser built here; this module only parses and maps what escapes a command to an exit code:
-0 success, 1 a failure the command reports, 2 a usage or configuration error, 130 Ctrl-C.
+0 success, 1 a failure the command reports, 2 a usage or configuration error, 3 not found,
+130 Ctrl-C (the table in :mod:`pdauth.commands._output`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pdauth import __version__
-from pdauth.commands._output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from pdauth.commands._output import EXIT_OK, EXIT_USAGE
+from pdauth.commands._runtime import exit_code_for
 from pdauth.commands.connect import add_connect_command
 from pdauth.commands.connections import add_connections_command
 from pdauth.commands.db import add_db_command
@@ -64,9 +66,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     try:
         return handler(args)
-    except PdauthError as exc:
+    except PdauthError as exc:  # a command let it escape: still the documented exit code
         print(f"pdauth: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130
 

@@ -10,8 +10,8 @@ import argparse
 import os
 
 from pdauth.commands._common import Subcommands, add_command, database_url
-from pdauth.commands._output import EXIT_FAILURE, EXIT_OK, print_json, report_error
-from pdauth.errors import StoreError
+from pdauth.commands._output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, print_json, report_error
+from pdauth.errors import ConfigurationError, StoreError
 from pdauth.store import Store
 
 __all__ = ["add_db_command"]
@@ -30,7 +30,11 @@ def add_db_command(sub: Subcommands) -> None:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    store = Store(database_url(args.database_url, os.environ))
+    try:
+        store = Store(database_url(args.database_url, os.environ))
+    except ConfigurationError as exc:  # not a URL, or a database pdauth does not support
+        report_error("db upgrade", str(exc))
+        return EXIT_USAGE
     try:
         store.upgrade()
         revision = store.current_revision()

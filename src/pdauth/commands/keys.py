@@ -85,7 +85,11 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         report_error("keys rotate", "--batch-size must be at least 1")
         return EXIT_USAGE
-    store = Store(database_url(args.database_url, env))
+    try:
+        store = Store(database_url(args.database_url, env))
+    except ConfigurationError as exc:  # not a URL, or a database pdauth does not support
+        report_error("keys rotate", str(exc))
+        return EXIT_USAGE
     try:
         # The bar counts every connection: rows already under the primary key are done too.
         total = sum(store.count_by_status().values())
