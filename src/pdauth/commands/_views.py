@@ -93,7 +93,7 @@ async def recent_events(store: AsyncStore, row: ConnectionRow, limit: int) -> li
 
 
 def pagerduty_revocation_help(view: Mapping[str, Any], client_id: str) -> list[str]:
-    """How to revoke a grant inside PagerDuty, which has no revocation API (PAGERDUTY.md §4)."""
+    """How to revoke a grant inside PagerDuty, which documents no revocation endpoint."""
     lines = [
         "PagerDuty offers no API to revoke a single grant, so it may still be valid on "
         "PagerDuty's side. To revoke it there:"

@@ -1,13 +1,12 @@
 """``pdauth connections list|show|refresh|revoke``: see and operate stored PagerDuty connections.
 
 Everything goes through the layers a host application uses: :class:`~pdauth.connections.Connector`
-for reading and disconnecting, its :class:`~pdauth.tokens.TokenManager` for refreshing (single
-flight in the process, the row lease across processes — a refresh started here never races the
-service or the keeper). Output is built from an allowlist of non-secret columns
-(:mod:`pdauth.commands._views`): never a token, a ciphertext or a lease owner; event data loses its
-``*_ct`` members. ``revoke`` wipes the tokens at once; when no RFC 7009 revocation endpoint is
-configured — PagerDuty's case (PAGERDUTY.md §4) — it prints how to revoke the grant inside
-PagerDuty instead.
+for reading and disconnecting, its :class:`~pdauth.tokens.TokenManager` for refreshing
+(:mod:`pdauth.commands.connections_refresh`). A connection is printed in the JSON API's shape
+(:mod:`pdauth.commands._views`): never a token, a ciphertext or a lease owner; event data loses
+its ``*_ct`` members. ``revoke`` wipes the tokens at once; when no RFC 7009 revocation endpoint
+is configured — PagerDuty's case: its OAuth documentation names none — it prints how to revoke
+the grant inside PagerDuty instead.
 """
 
 from __future__ import annotations
