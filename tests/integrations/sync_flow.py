@@ -84,11 +84,16 @@ def path_and_query(url: str) -> str:
 def host_env(emulator_url: str, redirect_uri: str, database: str) -> dict[str, str]:
     """The ``PDAUTH_*`` variables of :func:`host_settings` (for examples that read the
     environment), on a migrated SQLite file."""
-    settings = host_settings(emulator_url, redirect_uri, database)
+    return settings_env(host_settings(emulator_url, redirect_uri, database))
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``PDAUTH_*`` variables that give ``settings`` (as made by :func:`host_settings`)."""
+    emulator_url = settings.identity_url
     return {
         "PDAUTH_CLIENT_ID": CLIENT_ID,
         "PDAUTH_CLIENT_SECRET": CLIENT_SECRET,
-        "PDAUTH_REDIRECT_URI": redirect_uri,
+        "PDAUTH_REDIRECT_URI": settings.redirect_uri,
         "PDAUTH_SCOPES": "read",
         "PDAUTH_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
         "PDAUTH_SESSION_SECRET": SESSION_SECRET,

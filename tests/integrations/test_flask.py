@@ -254,3 +254,48 @@ def test_real_socket_run_keeps_secrets_out_of_werkzeug_log(
     assert "GET /pagerduty/callback?code=[redacted]&state=[redacted]" in log
     assert secrets.found_in(log) == []
     assert secrets.found_in("\n".join(bodies)) == []
+
+
+def test_the_keeper_process_delivers_the_webhook(
+    app: Flask, connector: SyncConnector, emulator_url: str
+) -> None:
+    """Next to a Flask app the keeper is its own process: `pdauth keeper`."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pdauth.webhooks import verify_signature
+    from tests.integrations.host_apps import ROOT, WebhookReceiver
+    from tests.integrations.sync_flow import settings_env
+
+    client = signed_in(app, "keeper-user")
+    done = client.get(path_and_query(consent(emulator_url, start(client).headers["Location"])))
+    assert done.status_code == 303
+    secret = "flask-keeper-webhook-secret-0123456789abcdef"
+    with WebhookReceiver() as receiver:
+        env = {
+            **os.environ,
+            **settings_env(connector.settings),
+            "PDAUTH_WEBHOOK_URL": receiver.url,
+            "PDAUTH_WEBHOOK_SECRET": secret,
+        }
+        keeper = subprocess.run(
+            [sys.executable, "-m", "pdauth", "keeper", "--once", "--json"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert keeper.returncode == 0, keeper.stderr
+    assert json.loads(keeper.stdout)["webhooks_delivered"] >= 1
+    [(headers, body)] = receiver.received
+    verified = verify_signature(
+        secret, headers.get("X-Pdauth-Signature"), body, event_id=headers.get("X-Pdauth-Event-Id")
+    )
+    assert verified is not None
+    event = json.loads(body)
+    assert event["type"] == "connection.created"
+    assert event["owner"] == "keeper-user"
