@@ -17,9 +17,9 @@ configured, revokes the tokens just issued (best effort; SECURITY-CHECKLIST item
 ``disconnect`` makes the tokens unusable at once (status ``revoked``, ciphertexts wiped). PagerDuty
 documents no revocation endpoint; when ``settings.revocation_endpoint`` is set, the refresh token
 is revoked synchronously first (RFC 7009) and, if that fails, a ``revocation.pending`` outbox event
-is written *in the same transaction as the wipe*, holding the refresh token re-encrypted under
-the key ring with associated data ``bind("pdauth.revocation.v1", connection_id,
-token_type_hint)`` (see :func:`revocation_binding`), for the keeper to retry later.
+is written *in the same transaction as the wipe*, holding the refresh token sealed for the
+revocation outbox (:meth:`pdauth.sealing.Sealer.seal_revocation`), for the keeper to retry later.
+Every secret is sealed and opened through :mod:`pdauth.sealing`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import httpx
 from pdauth.client import Pacer, PagerDutyClient, RedisPacer
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
-from pdauth.crypto import KeyRing, bind
+from pdauth.crypto import KeyRing
 from pdauth.errors import (
     BindingMismatchError,
     CallbackError,
@@ -77,6 +77,7 @@ from pdauth.oauth import (
     state_digest,
 )
 from pdauth.returnto import safe_return_to
+from pdauth.sealing import GrantKey, Sealer, pending_ad, revocation_ad
 from pdauth.store import (
     AsyncStore,
     ConnectionRow,
@@ -90,8 +91,6 @@ from pdauth.tokens import (
     REFRESH_LIFETIME,
     RefreshDueReport,
     TokenManager,
-    connection_binding,
-    token_binding,
 )
 
 __all__ = [
@@ -292,14 +291,9 @@ def shared_pacer(settings: Settings) -> Pacer | None:
     return RedisPacer(settings.redis_url, prefix=f"{settings.redis_prefix}pace:")
 
 
-def revocation_binding(connection_id: str, token_type_hint: str) -> bytes:
-    """Associated data of the token ciphertext in a ``revocation.pending`` event."""
-    return bind("pdauth.revocation.v1", connection_id, token_type_hint)
-
-
-def pending_binding(state_hash: str) -> bytes:
-    """Associated data of a pending authorization's encrypted PKCE verifier."""
-    return bind("pdauth.pending.v1", state_hash, "code_verifier")
+#: Associated-data rules, kept under their historical names (see pdauth.sealing).
+revocation_binding = revocation_ad
+pending_binding = pending_ad
 
 
 def binding_digest(binding: str) -> str:
@@ -337,6 +331,7 @@ class Connector:
         self._pacer = pacer if pacer is not None else shared_pacer(settings)
         self._clock: Clock = clock or SystemClock()
         self._keys = key_ring or settings.key_ring()
+        self._seal = Sealer(self._keys)
         self._owns_store = store is None
         if store is None:
             store = AsyncStore(Store(settings.database_url))
@@ -448,7 +443,7 @@ class Connector:
                 state_hash=state_hash,
                 owner=owner,
                 binding_hash=binding_digest(binding),
-                verifier_ct=self._keys.encrypt(verifier, pending_binding(state_hash)),
+                verifier_ct=self._seal.seal_verifier(state_hash, verifier),
                 redirect_uri=self._settings.redirect_uri,
                 scopes=format_scopes(wanted),
                 expires_at=expires_at,
@@ -526,7 +521,7 @@ class Connector:
             and result.iss != await self._identity.issuer()
         ):
             raise CallbackError("invalid_request", "the callback's iss is not the issuer")
-        verifier = self._keys.decrypt_text(pending.verifier_ct, pending_binding(pending.state_hash))
+        verifier = self._seal.open_verifier(pending.state_hash, pending.verifier_ct)
         required = parse_scopes(pending.scopes)
         try:
             tokens = await self._identity.exchange_code(
@@ -623,14 +618,11 @@ class Connector:
         now: float,
         user: PagerDutyUser | None = None,
     ) -> NewConnection:
-        def seal(value: str, column: str) -> str:
-            ad = connection_binding(owner, kind, account.account_id, account.user_id, column)
-            return self._keys.encrypt(value, ad)
-
+        grant = GrantKey(owner, kind, account.account_id, account.user_id)
         refresh_ct = None
         refresh_expires = None
         if kind == "user" and tokens.refresh_token is not None:
-            refresh_ct = seal(tokens.refresh_token, "refresh_token")
+            refresh_ct = self._seal.seal_token(grant, "refresh_token", tokens.refresh_token)
             refresh_expires = now + REFRESH_LIFETIME[self._settings.app_kind]
         return NewConnection(
             owner=owner,
@@ -638,9 +630,9 @@ class Connector:
             region=account.region,
             account_id=account.account_id,
             scopes=format_scopes(tokens.scopes) if tokens.scopes else "",
-            access_token_ct=seal(tokens.access_token, "access_token"),
+            access_token_ct=self._seal.seal_token(grant, "access_token", tokens.access_token),
             refresh_token_ct=refresh_ct,
-            key_id=self._keys.primary_key_id,
+            key_id=self._seal.primary_key_id,
             access_expires_at=tokens.expires_at,
             refresh_expires_at=refresh_expires,
             subdomain=account.subdomain,
@@ -818,12 +810,12 @@ class Connector:
             return False, None
         hint: Literal["refresh_token", "access_token"]
         if row.refresh_token_ct is not None:
-            hint, column, ct = "refresh_token", "refresh_token", row.refresh_token_ct
+            hint, ct = "refresh_token", row.refresh_token_ct
         elif row.access_token_ct is not None:
-            hint, column, ct = "access_token", "access_token", row.access_token_ct
+            hint, ct = "access_token", row.access_token_ct
         else:
             return False, None
-        token = self._keys.decrypt_text(ct, token_binding(row, column))
+        token = self._seal.open_token(row, hint, ct)  # the hint names the column
         try:
             await self._identity.revoke(token, hint)
         except (OAuthError, TransportError) as exc:
@@ -831,7 +823,7 @@ class Connector:
                 type="revocation.pending",
                 data={
                     "token_type_hint": hint,
-                    "token_ct": self._keys.encrypt(token, revocation_binding(row.id, hint)),
+                    "token_ct": self._seal.seal_revocation(row.id, hint, token),
                     "first_error": _code_of(exc),
                 },
             )

@@ -6,7 +6,7 @@ lease makes each refresh happen once however many keepers run). (2) It drains th
 :meth:`pdauth.store.Store.claim_due_events` claims due events of every type in one statement
 (``SKIP LOCKED`` on PostgreSQL), so no two keepers hold the same event; the work is then split
 by type — a ``revocation.pending`` event is retried against the RFC 7009 revocation endpoint
-(its token decrypted with :func:`pdauth.connections.revocation_binding`; success marks it
+(its token opened with :meth:`pdauth.sealing.Sealer.open_revocation`; success marks it
 delivered, a 5xx/503/timeout reschedules it with capped exponential backoff and jitter, any
 other refusal gives up and records why), and every other outbox event goes to the optional
 webhook (:mod:`pdauth.webhooks`; at least once, same event id on every attempt, backoff, given
@@ -34,7 +34,7 @@ import httpx
 
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
-from pdauth.connections import Connector, revocation_binding
+from pdauth.connections import Connector
 from pdauth.crypto import KeyRing
 from pdauth.errors import (
     CryptoError,
@@ -45,6 +45,7 @@ from pdauth.errors import (
 )
 from pdauth.logs import log_context
 from pdauth.metrics import observe_outbox
+from pdauth.sealing import Sealer
 from pdauth.store import EventRow
 from pdauth.tokens import RefreshDueReport
 from pdauth.webhooks import WebhookSender
@@ -146,7 +147,7 @@ class Keeper:
         self._connector = connector
         self._settings = settings if settings is not None else connector.settings
         self._clock: Clock = clock or SystemClock()
-        self._keys = key_ring or self._settings.key_ring()
+        self._seal = Sealer(key_ring or self._settings.key_ring())
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._store = connector.store
         self._batch = batch_size
@@ -325,7 +326,7 @@ class Keeper:
             )  # fmt: skip
             return
         try:
-            token = self._keys.decrypt_text(ciphertext, revocation_binding(cid, hint))
+            token = self._seal.open_revocation(cid, hint, ciphertext)
         except KeyNotFoundError:
             # The key was dropped too early (see pdauth.rotation): putting it back fixes it.
             await self._settle(

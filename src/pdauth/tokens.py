@@ -38,11 +38,8 @@ expire unused (PagerDuty: 30 days idle for Scoped, 210 days for Classic) — for
 job and ``pdauth connections refresh``. :class:`ConnectionTokenSource` adapts the manager to
 the REST client's ``TokenSource`` port (401 → refresh once unless the token already changed).
 
-Token ciphertexts are bound (AES-GCM associated data, :func:`token_binding`) to the row's
-identity and column. The store assigns connection ids itself and an upsert of a reconnected
-user keeps the existing row's id, so the id is not known before encrypting; the binding
-therefore uses the row's natural key — (owner, kind, account_id, pd_user_id), which the
-schema keeps unique and never changes — plus the column name. A ciphertext moved to another
+Token ciphertexts are sealed and opened by :class:`pdauth.sealing.Sealer`, bound to the row's
+natural key and column (the rule is in :mod:`pdauth.sealing`): a ciphertext moved to another
 row or column fails to decrypt.
 """
 
@@ -61,7 +58,7 @@ import anyio
 
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
-from pdauth.crypto import KeyRing, bind
+from pdauth.crypto import KeyRing
 from pdauth.errors import (
     ConnectionNotFoundError,
     CryptoError,
@@ -76,6 +73,7 @@ from pdauth.errors import (
 from pdauth.logs import log_context
 from pdauth.metrics import observe_refresh, refresh_reason
 from pdauth.oauth import TokenSet, format_scopes, parse_scopes
+from pdauth.sealing import Sealer, connection_ad, token_ad
 from pdauth.store import ConnectionRow, NewEvent
 
 log = logging.getLogger("pdauth.tokens")
@@ -167,16 +165,9 @@ class TokenEndpoint(Protocol):
     async def client_credentials(self, scopes: tuple[str, ...] | frozenset[str]) -> TokenSet: ...
 
 
-def token_binding(row: ConnectionRow, column: str) -> bytes:
-    """Associated data for a token ciphertext of ``row`` (see the module docstring)."""
-    return connection_binding(row.owner, row.kind, row.account_id, row.pd_user_id, column)
-
-
-def connection_binding(
-    owner: str, kind: str, account_id: str, pd_user_id: str | None, column: str
-) -> bytes:
-    """:func:`token_binding` from the natural-key fields, for rows not written yet."""
-    return bind("pdauth.connection.v1", owner, kind, account_id, pd_user_id or "", column)
+#: Associated-data rules, kept under their historical public names (see pdauth.sealing).
+token_binding = token_ad
+connection_binding = connection_ad
 
 
 def refresh_at(
@@ -247,7 +238,7 @@ class TokenManager:
         self._settings = settings
         self._store = store
         self._identity = identity
-        self._keys = key_ring
+        self._seal = Sealer(key_ring)
         self._clock: Clock = clock or SystemClock()
         self._cache_ttl = cache_ttl
         self._max_cache = max_cache_entries
@@ -430,7 +421,7 @@ class TokenManager:
             return None
         if row.access_expires_at is not None and now >= row.access_expires_at:
             return None
-        token = self._keys.decrypt_text(row.access_token_ct, token_binding(row, "access_token"))
+        token = self._seal.open_token(row, "access_token", row.access_token_ct)
         issued = row.last_refreshed_at if row.last_refreshed_at is not None else row.updated_at
         lifetime = None if row.access_expires_at is None else row.access_expires_at - issued
         return _Usable(
@@ -585,9 +576,7 @@ class TokenManager:
     def _decrypt_refresh_token(self, row: ConnectionRow) -> str:
         # A CryptoError propagates and the connection is left as it is: a missing key is a
         # deployment mistake that must not mark every connection dead.
-        return self._keys.decrypt_text(
-            row.refresh_token_ct or "", token_binding(row, "refresh_token")
-        )
+        return self._seal.open_token(row, "refresh_token", row.refresh_token_ct or "")
 
     async def _release_quietly(self, connection_id: str, owner: str) -> None:
         # The lease expires by itself; the error that brought us here matters more.
@@ -644,13 +633,11 @@ class TokenManager:
         self, row: ConnectionRow, owner: str, tokens: TokenSet
     ) -> ConnectionRow | None:
         now = self._clock.now()
-        access_ct = self._keys.encrypt(tokens.access_token, token_binding(row, "access_token"))
+        access_ct = self._seal.seal_token(row, "access_token", tokens.access_token)
         refresh_ct: str | None = None
         refresh_expires: float | None = None
         if row.kind != "app" and tokens.refresh_token is not None:
-            refresh_ct = self._keys.encrypt(
-                tokens.refresh_token, token_binding(row, "refresh_token")
-            )
+            refresh_ct = self._seal.seal_token(row, "refresh_token", tokens.refresh_token)
             refresh_expires = now + self._nominal_refresh
         return await self._store.store_tokens(
             row.id,
@@ -658,7 +645,7 @@ class TokenManager:
             expected_version=row.token_version,
             access_token_ct=access_ct,
             refresh_token_ct=refresh_ct,
-            key_id=self._keys.primary_key_id,
+            key_id=self._seal.primary_key_id,
             access_expires_at=tokens.expires_at,
             refresh_expires_at=refresh_expires,
             now=now,

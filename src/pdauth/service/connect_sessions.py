@@ -3,11 +3,12 @@
 Standalone deployments do not know who the browser's user is. The host application's backend
 (holding an API key) calls ``POST /api/v1/connect-sessions {"owner", "return_to"}`` and gets a
 URL valid for 10 minutes; its user opens it; the page binds the browser to that owner and offers
-the Connect button. The link token is an AES-256-GCM ciphertext made with the key ring
-(``pdauth.crypto``, associated data ``bind("pdauth.connect_session")``) of ``{owner, return_to,
-expires_at, jti}``: confidential (the owner id is not readable from the URL), unforgeable and
-stateless, so any instance can open it. Opening a link only *reads* it — link scanners and
-prefetchers fetch URLs — and the single use is enforced when the user presses the button:
+the Connect button. The link token is an AES-256-GCM ciphertext sealed by
+:meth:`pdauth.sealing.Sealer.seal_connect_session` (the key ring and its associated-data rule)
+of ``{owner, return_to, expires_at, jti}``: confidential (the owner id is not readable from
+the URL), unforgeable and stateless, so any instance can open it. Opening a link only *reads*
+it — link scanners and prefetchers fetch URLs — and the single use is enforced when the user
+presses the button:
 the ``jti`` is claimed in a :class:`UsedTokens` set (process memory by default; Redis ``SET NX``
 when ``PDAUTH_REDIS_URL`` is set, so a link works once across every instance).
 """
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pdauth.clock import Clock
-from pdauth.crypto import KeyRing, bind
+from pdauth.crypto import KeyRing
 from pdauth.errors import CryptoError
+from pdauth.sealing import Sealer
 from pdauth.service.returnto import safe_return_to
 
 __all__ = [
@@ -40,7 +42,6 @@ __all__ = [
 CONNECT_SESSION_LIFETIME = 600.0
 MAX_OWNER_LENGTH = 255
 MAX_TOKEN_LENGTH = 2048
-_AD = bind("pdauth.connect_session")
 
 
 # No control characters anywhere and no space at either end. The same pattern is published in
@@ -125,7 +126,7 @@ class ConnectSessions:
         *,
         lifetime: float = CONNECT_SESSION_LIFETIME,
     ) -> None:
-        self._keys = key_ring
+        self._seal = Sealer(key_ring)
         self._used = used
         self._clock = clock
         self.lifetime = lifetime
@@ -146,14 +147,14 @@ class ConnectSessions:
             "e": session.expires_at,
             "j": session.jti,
         }
-        return self._keys.encrypt(json.dumps(payload, separators=(",", ":")), _AD), session
+        return self._seal.seal_connect_session(json.dumps(payload, separators=(",", ":"))), session
 
     def open(self, token: str) -> ConnectSession | None:
         """The session a token names, or ``None`` if it is forged, malformed or expired."""
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             return None
         try:
-            data = json.loads(self._keys.decrypt_text(token, _AD))
+            data = json.loads(self._seal.open_connect_session(token))
         except (CryptoError, ValueError):
             return None
         if not isinstance(data, dict):
