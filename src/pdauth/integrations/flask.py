@@ -64,36 +64,20 @@ def blueprint(
             disconnect=lambda cid: url_for(f"{name}.disconnect", connection_id=cid),
         )
 
-    def csrf() -> Csrf:
-        token = session.get(_CSRF_KEY)
-        if not isinstance(token, str):
-            token = secrets.token_urlsafe(32)
-            session[_CSRF_KEY] = token
-        return Csrf(_CSRF_FIELD, token)
-
-    def csrf_ok() -> bool:
-        expected = session.get(_CSRF_KEY)
-        given = request.form.get(_CSRF_FIELD)
-        return (
-            isinstance(expected, str)
-            and isinstance(given, str)
-            and hmac.compare_digest(given.encode(), expected.encode())
-        )
-
     @bp.get("/")
     def home() -> Response:
         connected = request.args.get("connected") == "1"
-        return _respond(flow, flow.home(owner(request), csrf(), urls(), connected=connected))
+        return _respond(flow, flow.home(owner(request), _csrf(), urls(), connected=connected))
 
     @bp.post("/connect")
     def connect() -> Response:
-        if not csrf_ok():
-            return _respond(flow, flow.forbidden(csrf(), urls()))
+        if not _csrf_ok():
+            return _respond(flow, flow.forbidden(_csrf(), urls()))
         reply = flow.connect(
             owner(request),
             request.form.get("return_to"),
             request.cookies.get(BINDING_COOKIE),
-            csrf(),
+            _csrf(),
             urls(),
         )
         return _respond(flow, reply)
@@ -102,18 +86,38 @@ def blueprint(
     def callback() -> Response:
         query = request.query_string.decode("latin-1")
         reply = flow.callback(
-            owner(request), query, request.cookies.get(BINDING_COOKIE), csrf(), urls()
+            owner(request), query, request.cookies.get(BINDING_COOKIE), _csrf(), urls()
         )
         return _respond(flow, reply)
 
     @bp.post("/connections/<connection_id>/disconnect")
     def disconnect(connection_id: str) -> Response:
-        if not csrf_ok():
-            return _respond(flow, flow.forbidden(csrf(), urls()))
-        return _respond(flow, flow.disconnect(owner(request), connection_id, csrf(), urls()))
+        if not _csrf_ok():
+            return _respond(flow, flow.forbidden(_csrf(), urls()))
+        return _respond(flow, flow.disconnect(owner(request), connection_id, _csrf(), urls()))
 
     del home, connect, callback, disconnect  # registered on the blueprint
     return bp
+
+
+def _csrf() -> Csrf:
+    """This session's CSRF token (made on first use), kept in Flask's signed session."""
+    token = session.get(_CSRF_KEY)
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session[_CSRF_KEY] = token
+    return Csrf(_CSRF_FIELD, token)
+
+
+def _csrf_ok() -> bool:
+    """Whether the POSTed form carries this session's CSRF token."""
+    expected = session.get(_CSRF_KEY)
+    given = request.form.get(_CSRF_FIELD)
+    return (
+        isinstance(expected, str)
+        and isinstance(given, str)
+        and hmac.compare_digest(given.encode(), expected.encode())
+    )
 
 
 def _respond(flow: BlockingFlow, reply: Reply) -> Response:
