@@ -249,3 +249,55 @@ def test_demo_refuses_a_bad_log_level(tmp_path: Path) -> None:
     with running(args, tmp_path, _env(PDAUTH_LOG_LEVEL="LOUD")) as demo:
         assert demo.popen.wait(timeout=60) == 2
     assert "PDAUTH_LOG_LEVEL" in "".join(demo.stderr)
+
+
+def test_a_connect_link_made_through_the_demos_json_api_works(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    args = ["demo", "--data-dir", str(data), "--port", "0", "--emulator-port", "0"]
+    with running(args, tmp_path, _env()) as demo:
+        service = demo.wait_for(r"Open (http://127\.0\.0\.1:\d+)/").group(1)
+        emulator = demo.wait_for(r"emulator\s+(http://127\.0\.0\.1:\d+)").group(1)
+        secrets = dict(
+            line.split("=", 1) for line in (data / "demo.env").read_text().splitlines()[1:]
+        )
+        api = {"authorization": f"Bearer {secrets['PDAUTH_API_KEYS']}"}
+        made = httpx.post(
+            service + "/api/v1/connect-sessions", headers=api, json={"owner": "api-user-7"}
+        )
+        assert made.status_code == 201, made.text
+        link = made.json()["url"]
+        assert link.startswith(service + "/")
+        with httpx.Client() as browser:  # one cookie jar: the user's browser
+            opened = browser.get(link)
+            assert opened.status_code == 200, opened.text
+            assert "api-user-7" in opened.text
+            token = _CSRF.search(opened.text)
+            assert token
+            start = browser.post(
+                service + "/connect",
+                data={"csrf_token": token.group(1), "connect_session": "1"},
+            )
+            assert start.status_code == 303, start.text
+            params = dict(parse_qsl(urlsplit(start.headers["location"]).query))
+            answer = httpx.post(
+                emulator + "/_emulator/authorize", json={**params, "user": "admin@acme.example"}
+            )
+            assert answer.status_code == 200, answer.text
+            back = browser.get(answer.json()["redirect"])
+            assert back.status_code == 303, back.text
+            # The link is used up: opened again, its Connect button is refused.
+            again = _CSRF.search(browser.get(link).text)
+            assert again
+            refused = browser.post(
+                service + "/connect",
+                data={"csrf_token": again.group(1), "connect_session": "1"},
+            )
+            assert refused.status_code == 400
+            assert "expired or was already used" in refused.text
+        listed = httpx.get(
+            service + "/api/v1/connections", headers=api, params={"owner": "api-user-7"}
+        ).json()
+        [connection] = listed["connections"]
+        assert connection["owner"] == "api-user-7"
+        assert connection["status"] == "active"
+        assert demo.stop(signal.SIGTERM) == 0
