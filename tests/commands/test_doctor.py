@@ -270,6 +270,51 @@ def test_a_redirect_uri_without_a_path_fails(
     assert "no path" in by_name(report)["redirect URI"]["detail"]
 
 
+@pytest.mark.parametrize(
+    ("public_url", "redirect_uri", "route"),
+    [
+        (None, "https://app.example.com/oauth/pd", "/oauth/pd"),
+        ("https://app.example.com/pdauth", "https://app.example.com/pdauth/callback", "/callback"),
+    ],
+)
+def test_a_redirect_uri_the_service_routes_passes_and_names_the_route(
+    public_url: str | None,
+    redirect_uri: str,
+    route: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Capture,
+) -> None:
+    if public_url is not None:
+        monkeypatch.setenv("PDAUTH_PUBLIC_URL", public_url)
+    monkeypatch.setenv("PDAUTH_REDIRECT_URI", redirect_uri)
+    _, report = doctor(capsys, "--offline")
+    check = by_name(report)["redirect URI"]
+    assert check["status"] == "OK"
+    assert f"the service answers it at {route}" in check["detail"]
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "https://app.example.com/oauth/pd",  # outside the public URL's path
+        "https://app.example.com/pdauth/api/v1/cb",  # on the service's own JSON API
+    ],
+)
+def test_a_redirect_uri_the_service_cannot_serve_fails(
+    redirect_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: Capture
+) -> None:
+    monkeypatch.setenv("PDAUTH_PUBLIC_URL", "https://app.example.com/pdauth")
+    monkeypatch.setenv("PDAUTH_REDIRECT_URI", redirect_uri)
+    code, report = doctor(capsys, "--offline")
+    assert code == 1
+    check = by_name(report)["redirect URI"]
+    assert check["status"] == "FAIL"
+    assert check["detail"].startswith(f"the service cannot serve {redirect_uri}")
+    assert "PDAUTH_PUBLIC_URL" in check["fix"]
+    assert run(["doctor", "--offline"]) == 1
+    assert "OK    redirect URI" not in capsys.readouterr().out
+
+
 def test_doctor_help(capsys: Capture) -> None:
     assert run(["doctor", "--help"]) == 0
     assert "exit codes:" in capsys.readouterr().out

@@ -221,6 +221,20 @@ def test_serve_refuses_a_bad_configuration_or_an_old_schema(tmp_path: Path) -> N
         assert serve.popen.wait(timeout=60) == 2
     assert "pdauth db upgrade" in "".join(serve.stderr)
 
+    # A redirect URI outside the public URL: the service could not route its callback.
+    database_url = f"sqlite:///{tmp_path}/routed.db"
+    upgrade(database_url)
+    env.update(
+        PDAUTH_DATABASE_URL=database_url,
+        PDAUTH_PUBLIC_URL="https://app.example.com/pdauth",
+        PDAUTH_REDIRECT_URI="https://app.example.com/oauth/pd",
+    )
+    with running(["serve", "--port", "0"], tmp_path, env) as serve:
+        assert serve.popen.wait(timeout=60) == 2
+    assert "pdauth serve: " in "".join(serve.stderr)
+    assert "PDAUTH_REDIRECT_URI" in "".join(serve.stderr)
+    assert "Traceback" not in "".join(serve.stderr)
+
 
 def test_demo_on_any_port_registers_its_redirect_uri_and_honours_the_log_level(
     tmp_path: Path,

@@ -3,7 +3,8 @@
 One line per check, ``OK``, ``WARN``, ``FAIL`` or ``SKIP``, each problem with its fix in plain
 words: the settings load (the missing or invalid ``PDAUTH_*`` variables named); a client secret
 is present; endpoints use https (loopback http is fine for the emulator, not for production);
-the redirect URI has a usable shape; a session secret is set; the encryption keys parse and
+the redirect URI has a usable shape and lies where the service routes its callback (under
+the public URL, the service's own rule); a session secret is set; the encryption keys parse and
 the stored tokens decrypt (one sample connection per key id found — a row sealed under a key
 the ring no longer holds is named with its key id); the database is reachable and migrated;
 PagerDuty's identity service answers with its OIDC discovery document and a usable JWKS
@@ -41,6 +42,7 @@ from pdauth.commands._runtime import Runtime, command_logging, current_runtime, 
 from pdauth.config import Settings
 from pdauth.crypto import KeyRing
 from pdauth.errors import ConfigurationError, CryptoError, KeyNotFoundError, StoreError
+from pdauth.service.core import ServiceOptions
 from pdauth.store import ConnectionRow, Store
 from pdauth.tokens import token_binding
 
@@ -145,6 +147,19 @@ def _check_redirect_uri(settings: Settings) -> Check:
         return Check("redirect URI", "FAIL", f"{shown} has a fragment (#...)", fix)
     if parts.path in ("", "/"):
         return Check("redirect URI", "FAIL", f"{shown} has no path (e.g. /callback)", fix)
+    try:
+        # The service's own rule: it routes the callback at the redirect URI's path, which must
+        # lie under the public URL; one rule, so doctor never passes what serve refuses.
+        callback = ServiceOptions.from_settings(settings).callback_path
+    except ConfigurationError as exc:
+        return Check(
+            "redirect URI",
+            "FAIL",
+            f"the service cannot serve {shown}: {exc}",
+            "make PDAUTH_REDIRECT_URI the service's public URL (PDAUTH_PUBLIC_URL) followed by "
+            "a callback path such as /callback, and register exactly that URI for the app",
+        )
+    shown = f"{shown} (the service answers it at {clean(callback)})"
     if parts.scheme == "http":
         return Check(
             "redirect URI",

@@ -77,12 +77,15 @@ def run_serve(args: argparse.Namespace) -> int:
     if problem is not None:
         return _refuse(problem)
     try:
+        app = create_app(settings, keeper=True)  # refuses e.g. a callback it could not route
+    except ConfigurationError as exc:
+        return _refuse(str(exc))
+    try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
         print(f"pdauth serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     try:
-        app = create_app(settings, keeper=True)
         config = uvicorn_config(
             app, log_level=settings.log_level, certfile=args.certfile, keyfile=args.keyfile
         )
