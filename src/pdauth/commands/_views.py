@@ -3,7 +3,8 @@
 A connection is shown in the JSON API's shape (:func:`connection_json`, built by
 :meth:`pdauth.connections.Connection.to_json`: never a token, a ciphertext or a lease owner),
 with :func:`operator_details` beside it where an operator needs more; an event through
-:func:`event_view`, whose data loses its ``*_ct`` members. Also the short labels tables use and
+:func:`event_view`, whose data loses its ``*_ct`` members at any depth (the service's one rule,
+:func:`pdauth.service.views.public_data`). Also the short labels tables use and
 the guidance for revoking a grant inside PagerDuty, which has no revocation API.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from pdauth.commands._output import clean, iso_time
 from pdauth.connections import Connection
+from pdauth.service.views import public_data
 from pdauth.store import AsyncStore, ConnectionRow, EventRow
 
 __all__ = [
@@ -51,18 +53,6 @@ def operator_details(row: ConnectionRow) -> dict[str, Any]:
     }
 
 
-def _without_ciphertext(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {
-            k: _without_ciphertext(v)
-            for k, v in value.items()
-            if not (isinstance(k, str) and k.endswith("_ct"))
-        }
-    if isinstance(value, list | tuple):
-        return [_without_ciphertext(v) for v in value]
-    return value
-
-
 def event_view(event: EventRow) -> dict[str, Any]:
     """An audit/outbox event without its ciphertext members (``token_ct`` of a queued revoke)."""
     return {
@@ -72,7 +62,7 @@ def event_view(event: EventRow) -> dict[str, Any]:
         "delivered_at": iso_time(event.delivered_at),
         "attempts": event.attempts,
         "last_error": event.last_error,
-        "data": _without_ciphertext(event.data),
+        "data": public_data(event.data),
     }
 
 
