@@ -52,7 +52,7 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import anyio
 
@@ -74,7 +74,7 @@ from pdauth.logs import log_context
 from pdauth.metrics import observe_refresh, refresh_reason
 from pdauth.oauth import TokenSet, format_scopes, parse_scopes
 from pdauth.sealing import Sealer, connection_ad, token_ad
-from pdauth.store import ConnectionRow, NewEvent
+from pdauth.store import AsyncStore, ConnectionRow, NewEvent
 
 log = logging.getLogger("pdauth.tokens")
 
@@ -111,50 +111,10 @@ TRANSIENT_OAUTH_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class TokenStore(Protocol):
-    """The async store operations the TokenManager needs (:class:`pdauth.store.AsyncStore`)."""
-
-    async def get_connection(self, connection_id: str) -> ConnectionRow | None: ...
-
-    async def try_acquire_lease(
-        self, connection_id: str, lease_owner: str, now: float, ttl: float
-    ) -> ConnectionRow | None: ...
-
-    async def release_lease(self, connection_id: str, lease_owner: str) -> None: ...
-
-    async def store_tokens(
-        self,
-        connection_id: str,
-        *,
-        lease_owner: str,
-        expected_version: int,
-        access_token_ct: str,
-        refresh_token_ct: str | None,
-        key_id: str,
-        access_expires_at: float | None,
-        refresh_expires_at: float | None,
-        now: float,
-        event: NewEvent | None = None,
-    ) -> ConnectionRow | None: ...
-
-    async def mark_needs_reauth(
-        self,
-        connection_id: str,
-        *,
-        code: str,
-        message: str,
-        now: float,
-        expected_version: int | None = None,
-        event: NewEvent | None = None,
-    ) -> bool: ...
-
-    async def record_error(
-        self, connection_id: str, *, code: str, message: str, now: float
-    ) -> None: ...
-
-    async def due_for_refresh(
-        self, *, now: float, refresh_expires_before: float, limit: int
-    ) -> list[ConnectionRow]: ...
+#: The store the TokenManager works on: :class:`pdauth.store.AsyncStore`, whose coroutines are
+#: derived from :class:`pdauth.store.Store`'s methods (each signature is written once, there).
+#: Test doubles subclass it (``tests/workers/naive_store.py``).
+TokenStore: TypeAlias = AsyncStore
 
 
 class TokenEndpoint(Protocol):
@@ -215,7 +175,7 @@ class RefreshDueReport:
 class TokenManager:
     """Hands out valid access tokens; refreshes them safely (see the module docstring).
 
-    ``store`` is an :class:`pdauth.store.AsyncStore` (or anything with those coroutines),
+    ``store`` is an :class:`pdauth.store.AsyncStore` (or a subclass of it),
     ``identity`` an :class:`pdauth.identity.IdentityClient`. ``cache_ttl`` bounds how long a
     process trusts its cache before re-reading the row (so a disconnect or a refresh made by
     another process is noticed without a 401); the re-read is one primary-key lookup and no

@@ -4,27 +4,21 @@ The database layer is synchronous (SQLAlchemy Core on a thread-safe pool); async
 (the TokenManager, the service) await these wrappers, which hand each call to
 ``anyio.to_thread.run_sync`` under a CapacityLimiter sized to the connection pool, so a
 burst of requests queues in the event loop instead of exhausting the pool. The semantics,
-arguments and errors are exactly those of :class:`pdauth.store.Store`.
+arguments and errors are exactly those of :class:`pdauth.store.Store`: each coroutine is
+*derived* from the Store method of the same name (:func:`_threaded`), so its signature, its
+types and its documentation are written once, in the Store.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from pdauth.store.database import Store
-from pdauth.store.records import (
-    ConnectionRow,
-    EventRow,
-    NewConnection,
-    NewEvent,
-    NewPending,
-    PendingRow,
-)
 
 __all__ = ["AsyncStore"]
 
@@ -33,9 +27,34 @@ T = TypeVar("T")
 
 DEFAULT_MAX_THREADS = 8
 
+_AsyncMethod = Callable[Concatenate["AsyncStore", P], Coroutine[Any, Any, T]]
+
+
+def _threaded(
+    method: Callable[Concatenate[Store, P], T], *, gated: bool = True
+) -> _AsyncMethod[P, T]:
+    """The coroutine form of a Store method: same name, parameters, types and docstring.
+
+    It calls the wrapped Store's method of that name in a worker thread; ``gated`` ones first
+    pass the schema gate (see :meth:`AsyncStore.require_schema`).
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def call(self: AsyncStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        bound: Callable[P, T] = getattr(self.store, name)
+        if gated:
+            return await self._call(bound, *args, **kwargs)
+        return await self._thread(bound, *args, **kwargs)
+
+    return call
+
 
 class AsyncStore:
-    """Async facade over a :class:`Store`; ``max_threads`` bounds concurrent database calls."""
+    """Async facade over a :class:`Store`; ``max_threads`` bounds concurrent database calls.
+
+    Test doubles (and instrumented stores) subclass it and override the coroutines they need.
+    """
 
     def __init__(self, store: Store, *, max_threads: int = DEFAULT_MAX_THREADS) -> None:
         if max_threads < 1:
@@ -80,10 +99,6 @@ class AsyncStore:
             self._gate_upgrade = upgrade
             self._gate_passed = False
 
-    async def ensure_schema(self, *, upgrade: bool = False) -> None:
-        """:meth:`Store.ensure_schema` in a worker thread."""
-        await self._thread(self._store.ensure_schema, upgrade=upgrade)
-
     async def check_schema(self) -> None:
         """Pass the schema gate now (if :meth:`require_schema` set one); idempotent."""
         if self._gate_upgrade is not None and not self._gate_passed:
@@ -111,220 +126,45 @@ class AsyncStore:
 
     async def aclose(self) -> None:
         """Dispose of the pool (in a thread: closing connections may block)."""
-        await self._thread(self._store.dispose)
+        await self.dispose()
 
-    async def dispose(self) -> None:
-        await self.aclose()
+    # -- schema and pool (never gated) ------------------------------------------------------
 
-    # -- schema ---------------------------------------------------------------------------
-
-    async def upgrade(self) -> None:
-        await self._thread(self._store.upgrade)
-
-    async def current_revision(self) -> str | None:
-        return await self._thread(self._store.current_revision)
-
-    async def is_up_to_date(self) -> bool:
-        return await self._thread(self._store.is_up_to_date)
+    dispose = _threaded(Store.dispose, gated=False)
+    upgrade = _threaded(Store.upgrade, gated=False)
+    current_revision = _threaded(Store.current_revision, gated=False)
+    is_up_to_date = _threaded(Store.is_up_to_date, gated=False)
+    ensure_schema = _threaded(Store.ensure_schema, gated=False)
 
     # -- connections ----------------------------------------------------------------------
 
-    async def upsert_connection(
-        self, rec: NewConnection, now: float, event: NewEvent | None = None
-    ) -> ConnectionRow:
-        return await self._call(self._store.upsert_connection, rec, now, event)
-
-    async def get_connection(self, connection_id: str) -> ConnectionRow | None:
-        return await self._call(self._store.get_connection, connection_id)
-
-    async def list_connections(
-        self,
-        *,
-        owner: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-        after_id: str | None = None,
-    ) -> list[ConnectionRow]:
-        return await self._call(
-            self._store.list_connections,
-            owner=owner,
-            status=status,
-            limit=limit,
-            after_id=after_id,
-        )
-
-    async def count_by_status(self) -> dict[str, int]:
-        return await self._call(self._store.count_by_status)
-
-    async def delete_connection(self, connection_id: str) -> bool:
-        return await self._call(self._store.delete_connection, connection_id)
-
-    async def try_acquire_lease(
-        self, connection_id: str, lease_owner: str, now: float, ttl: float
-    ) -> ConnectionRow | None:
-        return await self._call(self._store.try_acquire_lease, connection_id, lease_owner, now, ttl)
-
-    async def release_lease(self, connection_id: str, lease_owner: str) -> None:
-        await self._call(self._store.release_lease, connection_id, lease_owner)
-
-    async def store_tokens(
-        self,
-        connection_id: str,
-        *,
-        lease_owner: str,
-        expected_version: int,
-        access_token_ct: str,
-        refresh_token_ct: str | None,
-        key_id: str,
-        access_expires_at: float | None,
-        refresh_expires_at: float | None,
-        now: float,
-        event: NewEvent | None = None,
-    ) -> ConnectionRow | None:
-        return await self._call(
-            self._store.store_tokens,
-            connection_id,
-            lease_owner=lease_owner,
-            expected_version=expected_version,
-            access_token_ct=access_token_ct,
-            refresh_token_ct=refresh_token_ct,
-            key_id=key_id,
-            access_expires_at=access_expires_at,
-            refresh_expires_at=refresh_expires_at,
-            now=now,
-            event=event,
-        )
-
-    async def mark_needs_reauth(
-        self,
-        connection_id: str,
-        *,
-        code: str,
-        message: str,
-        now: float,
-        expected_version: int | None = None,
-        event: NewEvent | None = None,
-    ) -> bool:
-        return await self._call(
-            self._store.mark_needs_reauth,
-            connection_id,
-            code=code,
-            message=message,
-            now=now,
-            expected_version=expected_version,
-            event=event,
-        )
-
-    async def mark_revoked(
-        self,
-        connection_id: str,
-        *,
-        now: float,
-        expected_version: int | None = None,
-        event: NewEvent | None = None,
-    ) -> bool:
-        return await self._call(
-            self._store.mark_revoked,
-            connection_id,
-            now=now,
-            expected_version=expected_version,
-            event=event,
-        )
-
-    async def record_error(
-        self, connection_id: str, *, code: str, message: str, now: float
-    ) -> None:
-        await self._call(
-            self._store.record_error, connection_id, code=code, message=message, now=now
-        )
-
-    async def touch_used(
-        self, connection_id: str, now: float, *, min_interval: float = 60.0
-    ) -> None:
-        await self._call(self._store.touch_used, connection_id, now, min_interval=min_interval)
-
-    async def due_for_refresh(
-        self, *, now: float, refresh_expires_before: float, limit: int
-    ) -> list[ConnectionRow]:
-        return await self._call(
-            self._store.due_for_refresh,
-            now=now,
-            refresh_expires_before=refresh_expires_before,
-            limit=limit,
-        )
-
-    async def rows_needing_reencryption(
-        self, *, primary_key_id: str, limit: int, after_id: str | None = None
-    ) -> list[ConnectionRow]:
-        return await self._call(
-            self._store.rows_needing_reencryption,
-            primary_key_id=primary_key_id,
-            limit=limit,
-            after_id=after_id,
-        )
-
-    async def replace_ciphertexts(
-        self,
-        connection_id: str,
-        *,
-        expected_version: int,
-        access_token_ct: str | None,
-        refresh_token_ct: str | None,
-        key_id: str,
-        now: float,
-    ) -> bool:
-        return await self._call(
-            self._store.replace_ciphertexts,
-            connection_id,
-            expected_version=expected_version,
-            access_token_ct=access_token_ct,
-            refresh_token_ct=refresh_token_ct,
-            key_id=key_id,
-            now=now,
-        )
+    upsert_connection = _threaded(Store.upsert_connection)
+    get_connection = _threaded(Store.get_connection)
+    list_connections = _threaded(Store.list_connections)
+    count_by_status = _threaded(Store.count_by_status)
+    delete_connection = _threaded(Store.delete_connection)
+    try_acquire_lease = _threaded(Store.try_acquire_lease)
+    release_lease = _threaded(Store.release_lease)
+    store_tokens = _threaded(Store.store_tokens)
+    mark_needs_reauth = _threaded(Store.mark_needs_reauth)
+    mark_revoked = _threaded(Store.mark_revoked)
+    record_error = _threaded(Store.record_error)
+    touch_used = _threaded(Store.touch_used)
+    due_for_refresh = _threaded(Store.due_for_refresh)
+    rows_needing_reencryption = _threaded(Store.rows_needing_reencryption)
+    replace_ciphertexts = _threaded(Store.replace_ciphertexts)
 
     # -- pending authorizations -----------------------------------------------------------
 
-    async def create_pending(self, rec: NewPending, now: float) -> None:
-        await self._call(self._store.create_pending, rec, now)
-
-    async def consume_pending(self, state_hash: str) -> PendingRow | None:
-        return await self._call(self._store.consume_pending, state_hash)
-
-    async def purge_expired_pending(self, now: float) -> int:
-        return await self._call(self._store.purge_expired_pending, now)
+    create_pending = _threaded(Store.create_pending)
+    consume_pending = _threaded(Store.consume_pending)
+    purge_expired_pending = _threaded(Store.purge_expired_pending)
 
     # -- events ---------------------------------------------------------------------------
 
-    async def add_event(self, ev: NewEvent, now: float) -> int:
-        return await self._call(self._store.add_event, ev, now)
-
-    async def list_events(
-        self,
-        *,
-        after_id: int = 0,
-        limit: int = 100,
-        owner: str | None = None,
-        type: str | None = None,
-    ) -> list[EventRow]:
-        return await self._call(
-            self._store.list_events, after_id=after_id, limit=limit, owner=owner, type=type
-        )
-
-    async def due_events(self, *, now: float, limit: int) -> list[EventRow]:
-        return await self._call(self._store.due_events, now=now, limit=limit)
-
-    async def claim_due_events(self, *, now: float, limit: int, hold_for: float) -> list[EventRow]:
-        return await self._call(
-            self._store.claim_due_events, now=now, limit=limit, hold_for=hold_for
-        )
-
-    async def mark_delivered(self, event_id: int, now: float) -> None:
-        await self._call(self._store.mark_delivered, event_id, now)
-
-    async def schedule_retry(
-        self, event_id: int, *, next_attempt_at: float | None, error: str
-    ) -> None:
-        await self._call(
-            self._store.schedule_retry, event_id, next_attempt_at=next_attempt_at, error=error
-        )
+    add_event = _threaded(Store.add_event)
+    list_events = _threaded(Store.list_events)
+    due_events = _threaded(Store.due_events)
+    claim_due_events = _threaded(Store.claim_due_events)
+    mark_delivered = _threaded(Store.mark_delivered)
+    schedule_retry = _threaded(Store.schedule_retry)
