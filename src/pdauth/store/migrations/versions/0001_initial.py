@@ -17,6 +17,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _connections()
+    _pending_authorizations()
+    _events()
+
+
+def _connections() -> None:
     op.create_table(
         "connections",
         sa.Column("id", sa.String(40), nullable=False),
@@ -78,6 +84,8 @@ def upgrade() -> None:
         postgresql_where=sa.text("pd_user_id IS NULL"),
     )
 
+
+def _pending_authorizations() -> None:
     op.create_table(
         "pending_authorizations",
         sa.Column("state_hash", sa.String(64), nullable=False),
@@ -99,6 +107,8 @@ def upgrade() -> None:
         "ix_pending_authorizations_expires_at", "pending_authorizations", ["expires_at"]
     )
 
+
+def _events() -> None:
     op.create_table(
         "events",
         sa.Column(
