@@ -66,6 +66,9 @@ def test_the_whole_flow_and_every_operation(sync: SyncConnector, emulator_url: s
         assert me["user"]["email"] == "admin@acme.example"
         incidents = list(pd.iter_all("/incidents"))
         assert incidents
+        # The python-pagerduty conveniences work on the connection's client too.
+        assert pd.rget("/users/me")["email"] == "admin@acme.example"
+        assert len(pd.list_all("/incidents")) == len(incidents)
     report = sync.refresh_due(horizon=10 * 365 * 86_400.0)
     assert report is not None
     assert sync.disconnect(connection_id, owner="user-42").status == "revoked"
