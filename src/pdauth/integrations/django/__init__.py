@@ -32,6 +32,7 @@ from django.middleware.csrf import get_token  # type: ignore[import-untyped]
 from django.urls import path, reverse  # type: ignore[import-untyped]
 from django.views.decorators.csrf import csrf_protect  # type: ignore[import-untyped]
 from django.views.decorators.http import require_GET, require_POST  # type: ignore[import-untyped]
+
 from pdauth.integrations._blocking import BINDING_COOKIE, BlockingFlow, Csrf, Reply, Urls
 from pdauth.sync_connector import SyncConnector
 

@@ -16,6 +16,7 @@ from django.core.management.base import (  # type: ignore[import-untyped]
     CommandError,
     CommandParser,
 )
+
 from pdauth.commands.keeper import run_keeper
 
 
