@@ -262,3 +262,31 @@ def test_asgi_run_under_uvicorn_keeps_secrets_out_of_the_access_log(project: str
     assert '"GET /pagerduty/callback?code=[redacted]&state=[redacted] HTTP/1.1" 303' in log
     assert secrets.found_in(log) == []
     assert secrets.found_in("\n".join(bodies)) == []
+
+
+def test_https_gets_a_secure_cookie(project: str) -> None:
+    from django.test import Client
+
+    # Over https Django's CSRF check also wants a same-origin Referer, as browsers send.
+    client = Client(enforce_csrf_checks=True, headers={"referer": "https://testserver/"})
+    token = csrf_of(client.get("/", secure=True).content.decode())
+    signed = client.post("/", {"user": "alice", "csrfmiddlewaretoken": token}, secure=True)
+    assert signed.status_code == 302
+    page = client.get("/pagerduty/", secure=True).content.decode()
+    started = client.post("/pagerduty/connect", {"csrfmiddlewaretoken": csrf_of(page)}, secure=True)
+    assert started.status_code == 303
+    assert started.cookies["pdauth_binding"]["secure"]
+
+
+def test_a_callback_routed_elsewhere_is_a_clear_page_not_a_dead_end(project: str) -> None:
+    from django.test import Client, override_settings
+
+    with override_settings(ROOT_URLCONF="tests.integrations.django_misrouted_urls"):
+        client = Client(enforce_csrf_checks=True)
+        token = csrf_of(client.get("/").content.decode())
+        client.post("/", {"user": "alice", "csrfmiddlewaretoken": token})
+        page = client.get("/pd/").content.decode()
+        answer = client.post("/pd/connect", {"csrfmiddlewaretoken": csrf_of(page)})
+    assert answer.status_code == 503
+    assert "This application is misconfigured" in answer.content.decode()
+    assert "pdauth_binding" not in answer.cookies  # nothing was started
