@@ -12,14 +12,13 @@ only ``openid`` for scopes it does not know), verifies the id_token against the 
 learns account, region and user (id_token; ``GET /users/me`` for name and email), and upserts
 the connection with encrypted tokens plus a ``connection.created``/``.reconnected`` event in one
 transaction. Any failure after the exchange stores nothing and, when a revocation endpoint is
-configured, revokes the tokens just issued (best effort; SECURITY-CHECKLIST item 29).
+configured, revokes the tokens just issued (best effort; docs/SECURITY.md item 29).
 
 ``disconnect`` makes the tokens unusable at once (status ``revoked``, ciphertexts wiped). PagerDuty
 documents no revocation endpoint; when ``settings.revocation_endpoint`` is set, the refresh token
 is revoked synchronously first (RFC 7009) and, if that fails, a ``revocation.pending`` outbox event
-is written *in the same transaction as the wipe*, holding the refresh token sealed for the
-revocation outbox (:meth:`pdauth.sealing.Sealer.seal_revocation`), for the keeper to retry later.
-Every secret is sealed and opened through :mod:`pdauth.sealing`.
+is written *in the same transaction as the wipe*, holding the refresh token sealed
+(:mod:`pdauth.sealing`, which seals every secret) for the keeper to retry later.
 """
 
 from __future__ import annotations
@@ -27,33 +26,38 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 
 from pdauth.client import Pacer, PagerDutyClient, RedisPacer
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
+from pdauth.connection_types import AuthorizationStart, Connection, LastError
+from pdauth.connection_types import iso_time as iso_time  # re-exported for pdauth.service
 from pdauth.crypto import KeyRing
 from pdauth.errors import (
     BindingMismatchError,
     CallbackError,
     ConnectionNotFoundError,
     FlowExpiredError,
-    IdTokenError,
     InsufficientScopeError,
     OAuthError,
     PdauthError,
     StoreError,
     TransportError,
     UnknownStateError,
+)
+from pdauth.grants import (
+    Account,
+    error_code_of,
+    learn_account,
+    new_connection,
+    revoke_quietly,
+    revoke_remote,
 )
 from pdauth.identity import IdentityClient, PagerDutyUser
 from pdauth.logs import log_context
@@ -77,18 +81,16 @@ from pdauth.oauth import (
     state_digest,
 )
 from pdauth.returnto import safe_return_to
-from pdauth.sealing import GrantKey, Sealer, pending_ad, revocation_ad
+from pdauth.sealing import Sealer, pending_ad, revocation_ad
 from pdauth.store import (
     AsyncStore,
     ConnectionRow,
-    NewConnection,
     NewEvent,
     NewPending,
     PendingRow,
     Store,
 )
 from pdauth.tokens import (
-    REFRESH_LIFETIME,
     RefreshDueReport,
     TokenManager,
 )
@@ -108,173 +110,6 @@ MAX_OWNER_LENGTH = 255
 log = logging.getLogger("pdauth.connections")
 
 _LIST_PAGE = 1000
-_PD_WEB_HOST = re.compile(r"([a-z0-9-]{1,63})\.(?:(eu)\.)?pagerduty\.com")
-
-
-@dataclass(frozen=True)
-class AuthorizationStart:
-    """What ``begin`` returns: send the browser to ``url``; put ``binding`` in a cookie.
-
-    Nothing of it is in the repr: the URL carries the state.
-    """
-
-    url: str = field(repr=False)
-    state: str = field(repr=False)
-    binding: str = field(repr=False)
-    expires_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class LastError:
-    """The last failure recorded on a connection (no secrets)."""
-
-    code: str
-    message: str | None
-    at: float | None
-
-
-@dataclass(frozen=True)
-class Connection:
-    """A connected PagerDuty account (user or app), as a host application sees it. No secrets."""
-
-    id: str
-    owner: str
-    kind: str
-    region: str
-    account_id: str
-    subdomain: str | None
-    user_id: str | None
-    user_name: str | None
-    user_email: str | None
-    scopes: frozenset[str]
-    status: str
-    api_base_url: str
-    created_at: float
-    updated_at: float
-    last_refreshed_at: float | None
-    access_expires_at: float | None
-    last_error: LastError | None
-    # Operator detail (what ``pdauth connections show`` prints); never a secret either.
-    delegation_id: str | None = None
-    last_used_at: float | None = None
-    refresh_expires_at: float | None = None
-    # Out of the repr so that no word "token" appears there (a test checks it).
-    token_version: int | None = field(default=None, repr=False)
-    key_id: str | None = None
-    refresh_lease_until: float | None = None
-
-    @classmethod
-    def from_row(cls, row: ConnectionRow, api_base_urls: Mapping[str, str]) -> Connection:
-        error = (
-            LastError(row.last_error_code, row.last_error_message, row.last_error_at)
-            if row.last_error_code is not None
-            else None
-        )
-        return cls(
-            id=row.id,
-            owner=row.owner,
-            kind=row.kind,
-            region=row.region,
-            account_id=row.account_id,
-            subdomain=row.subdomain,
-            user_id=row.pd_user_id,
-            user_name=row.pd_user_name,
-            user_email=row.pd_user_email,
-            scopes=frozenset(s for s in row.scopes.split(" ") if s),
-            status=row.status,
-            # From the validated region only, never from request input (checklist item 21).
-            api_base_url=api_base_urls[row.region],
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            last_refreshed_at=row.last_refreshed_at,
-            access_expires_at=row.access_expires_at,
-            last_error=error,
-            delegation_id=row.delegation_id,
-            last_used_at=row.last_used_at,
-            refresh_expires_at=row.refresh_expires_at,
-            token_version=row.token_version,
-            key_id=row.key_id,
-            refresh_lease_until=row.lease_until,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The connection as the JSON API returns it (times RFC 3339 UTC). No secret field.
-
-        The one serializer of a connection: the service's API and pages and the CLI build
-        on it. It is an allowlist — a new field on the dataclass appears only when added here.
-        """
-        user = None
-        if self.user_id is not None:
-            user = {"id": self.user_id, "name": self.user_name, "email": self.user_email}
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "kind": self.kind,
-            "status": self.status,
-            "region": self.region,
-            "account_id": self.account_id,
-            "subdomain": self.subdomain,
-            "user": user,
-            "scopes": sorted(self.scopes),
-            "api_base_url": self.api_base_url,
-            "created_at": iso_time(self.created_at),
-            "updated_at": iso_time(self.updated_at),
-            "last_refreshed_at": iso_time(self.last_refreshed_at),
-            "access_expires_at": iso_time(self.access_expires_at),
-            "last_error": self._error_json(),
-        }
-
-    def to_operator_json(self) -> dict[str, Any]:
-        """The operator's view (``pdauth connections`` ``--json``): :meth:`to_json`'s fields
-        flattened the CLI's way plus version, key id, lease and refresh expiry. No secret."""
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "kind": self.kind,
-            "status": self.status,
-            "region": self.region,
-            "account_id": self.account_id,
-            "subdomain": self.subdomain,
-            "pd_user_id": self.user_id,
-            "pd_user_name": self.user_name,
-            "pd_user_email": self.user_email,
-            "delegation_id": self.delegation_id,
-            "scopes": sorted(self.scopes),
-            "api_base_url": self.api_base_url,
-            "created_at": iso_time(self.created_at),
-            "updated_at": iso_time(self.updated_at),
-            "last_refreshed_at": iso_time(self.last_refreshed_at),
-            "last_used_at": iso_time(self.last_used_at),
-            "access_expires_at": iso_time(self.access_expires_at),
-            "refresh_expires_at": iso_time(self.refresh_expires_at),
-            "token_version": self.token_version,
-            "key_id": self.key_id,
-            "refresh_lease_until": iso_time(self.refresh_lease_until),
-            "last_error": self._error_json(),
-        }
-
-    def _error_json(self) -> dict[str, Any] | None:
-        error = self.last_error
-        if error is None:
-            return None
-        return {"code": error.code, "message": error.message, "at": iso_time(error.at)}
-
-
-def iso_time(value: float | None) -> str | None:
-    """RFC 3339 UTC timestamp (``2026-11-27T20:58:00Z``) for JSON; ``None`` stays ``None``."""
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class _Account:
-    account_id: str
-    subdomain: str | None
-    user_id: str | None
-    region: Literal["us", "eu"]
-    api_base_url: str
-    delegation_id: str | None
 
 
 def shared_pacer(settings: Settings) -> Pacer | None:
@@ -531,19 +366,19 @@ class Connector:
                 required_scopes=(),
             )
         except (OAuthError, TransportError) as exc:
-            await self._audit_failure(pending.owner, "exchange_failed", _code_of(exc))
+            await self._audit_failure(pending.owner, "exchange_failed", error_code_of(exc))
             raise
         try:
             missing = missing_scopes(required, tokens.scopes)
             if missing:
                 raise InsufficientScopeError(sorted(missing), sorted(tokens.scopes))
-            account = await self._learn_account(tokens)
+            account = await learn_account(self._identity, self._settings.api_base_urls, tokens)
             user = await self._identity.fetch_user(account.api_base_url, tokens.access_token)
             row = await self._save_user_connection(pending.owner, account, user, tokens, now)
             self._tokens.invalidate(row.id)  # a reconnect replaced the tokens
         except (PdauthError, ValueError) as exc:
-            await self._revoke_quietly(tokens)
-            await self._audit_failure(pending.owner, "rejected", _code_of(exc))
+            await revoke_quietly(self._identity, self._settings, tokens)
+            await self._audit_failure(pending.owner, "rejected", error_code_of(exc))
             raise
         log.info(
             "connection stored (user, region=%s)", account.region, extra={"connection_id": row.id}
@@ -553,49 +388,18 @@ class Connector:
     def _identity_issuer_if_known(self) -> str | None:
         return self._identity.known_issuer
 
-    async def _learn_account(self, tokens: TokenSet) -> _Account:
-        if tokens.id_token is not None:
-            ident = await self._identity.verify_id_token(
-                tokens.id_token, access_token=tokens.access_token
-            )
-            return _Account(
-                ident.account_id,
-                ident.subdomain,
-                ident.user_id,
-                ident.region,
-                ident.api_base_url,
-                ident.delegation_id,
-            )
-        # No id_token: ask each regional API who this is; the one that answers is the region.
-        for region in ("us", "eu"):
-            base = self._settings.api_base_urls[region]
-            user = await self._identity.fetch_user(base, tokens.access_token)
-            if user is None:
-                continue
-            subdomain = _subdomain_from(user)
-            if subdomain is None:
-                break
-            return _Account(
-                # PagerDuty's /users/me does not name the account; the subdomain does.
-                account_id=f"subdomain:{subdomain}",
-                subdomain=subdomain,
-                user_id=user.id,
-                region="eu" if region == "eu" else "us",
-                api_base_url=base,
-                delegation_id=None,
-            )
-        raise IdTokenError("no id_token, and GET /users/me did not name the account")
-
     async def _save_user_connection(
         self,
         owner: str,
-        account: _Account,
+        account: Account,
         user: PagerDutyUser | None,
         tokens: TokenSet,
         now: float,
     ) -> ConnectionRow:
         existing = await self._find(owner, "user", account.account_id, account.user_id)
-        rec = self._new_connection(owner, "user", account, tokens, now, user)
+        rec = new_connection(
+            self._seal, self._settings.app_kind, owner, "user", account, tokens, now, user
+        )
         event = NewEvent(
             type="connection.reconnected" if existing is not None else "connection.created",
             data={
@@ -608,39 +412,6 @@ class Connector:
             },
         )
         return await self._store.upsert_connection(rec, now, event)
-
-    def _new_connection(
-        self,
-        owner: str,
-        kind: str,
-        account: _Account,
-        tokens: TokenSet,
-        now: float,
-        user: PagerDutyUser | None = None,
-    ) -> NewConnection:
-        grant = GrantKey(owner, kind, account.account_id, account.user_id)
-        refresh_ct = None
-        refresh_expires = None
-        if kind == "user" and tokens.refresh_token is not None:
-            refresh_ct = self._seal.seal_token(grant, "refresh_token", tokens.refresh_token)
-            refresh_expires = now + REFRESH_LIFETIME[self._settings.app_kind]
-        return NewConnection(
-            owner=owner,
-            kind=kind,
-            region=account.region,
-            account_id=account.account_id,
-            scopes=format_scopes(tokens.scopes) if tokens.scopes else "",
-            access_token_ct=self._seal.seal_token(grant, "access_token", tokens.access_token),
-            refresh_token_ct=refresh_ct,
-            key_id=self._seal.primary_key_id,
-            access_expires_at=tokens.expires_at,
-            refresh_expires_at=refresh_expires,
-            subdomain=account.subdomain,
-            pd_user_id=account.user_id,
-            pd_user_name=user.name if user is not None else None,
-            pd_user_email=user.email if user is not None else None,
-            delegation_id=account.delegation_id,
-        )
 
     async def _find(
         self, owner: str, kind: str, account_id: str, user_id: str | None
@@ -675,7 +446,7 @@ class Connector:
         wanted = parse_scopes(tuple(scopes) if scopes is not None else self._settings.scopes)
         tokens = await self._identity.client_credentials(frozenset({account_scope, *wanted}))
         app = identity_from_app_scope(tokens.scopes, self._settings.api_base_urls)
-        account = _Account(
+        account = Account(
             account_id=app_token_scope(app.region, app.subdomain),
             subdomain=app.subdomain,
             user_id=None,
@@ -685,7 +456,9 @@ class Connector:
         )
         now = self._clock.now()
         existing = await self._find(owner, "app", account.account_id, None)
-        rec = self._new_connection(owner, "app", account, tokens, now)
+        rec = new_connection(
+            self._seal, self._settings.app_kind, owner, "app", account, tokens, now
+        )
         row = await self._store.upsert_connection(
             rec,
             now,
@@ -773,7 +546,9 @@ class Connector:
             if row.status == "revoked":
                 break
             now = self._clock.now()
-            revoked_remotely, pending = await self._revoke_remote(row)
+            revoked_remotely, pending = await revoke_remote(
+                self._identity, self._seal, self._settings, row
+            )
             audit = NewEvent(
                 type="connection.revoked",
                 data={
@@ -804,43 +579,6 @@ class Connector:
         self._tokens.invalidate(connection_id)
         return await self.get(connection_id)
 
-    async def _revoke_remote(self, row: ConnectionRow) -> tuple[bool, NewEvent | None]:
-        """Revoke at PagerDuty if an endpoint is configured; else queue it (outbox event)."""
-        if self._settings.revocation_endpoint is None:
-            return False, None
-        hint: Literal["refresh_token", "access_token"]
-        if row.refresh_token_ct is not None:
-            hint, ct = "refresh_token", row.refresh_token_ct
-        elif row.access_token_ct is not None:
-            hint, ct = "access_token", row.access_token_ct
-        else:
-            return False, None
-        token = self._seal.open_token(row, hint, ct)  # the hint names the column
-        try:
-            await self._identity.revoke(token, hint)
-        except (OAuthError, TransportError) as exc:
-            queued = NewEvent(
-                type="revocation.pending",
-                data={
-                    "token_type_hint": hint,
-                    "token_ct": self._seal.seal_revocation(row.id, hint, token),
-                    "first_error": _code_of(exc),
-                },
-            )
-            return False, queued
-        return True, None
-
-    async def _revoke_quietly(self, tokens: TokenSet) -> None:
-        """Best effort: revoke tokens we will not store (checklist item 29)."""
-        if self._settings.revocation_endpoint is None:
-            return
-        hint: Literal["refresh_token", "access_token"] = (
-            "refresh_token" if tokens.refresh_token is not None else "access_token"
-        )
-        token = tokens.refresh_token if tokens.refresh_token is not None else tokens.access_token
-        with contextlib.suppress(OAuthError, TransportError):
-            await self._identity.revoke(token, hint)
-
     async def _audit_failure(self, owner: str, reason: str, code: str) -> None:
         log.info("connect flow failed: %s (%s)", reason, code, extra={"owner": owner})
         # The audit trail must not hide the error the caller needs to see.
@@ -859,17 +597,3 @@ class Connector:
 def _check_owner(owner: object) -> None:
     if not isinstance(owner, str) or not owner or len(owner) > MAX_OWNER_LENGTH:
         raise ValueError(f"owner must be a non-empty string of at most {MAX_OWNER_LENGTH} chars")
-
-
-def _code_of(exc: BaseException) -> str:
-    if isinstance(exc, OAuthError):
-        return exc.error[:64]
-    return type(exc).__name__[:64]
-
-
-def _subdomain_from(user: PagerDutyUser) -> str | None:
-    if user.html_url is None:
-        return None
-    host = urlsplit(user.html_url).hostname or ""
-    match = _PD_WEB_HOST.fullmatch(host)
-    return match.group(1) if match else None

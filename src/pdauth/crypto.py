@@ -2,14 +2,14 @@
 
 Tokens are sealed with AES-256-GCM (``cryptography``'s ``AESGCM``, never hand-rolled) under a
 random 96-bit nonce, and bound by associated data to the row and column they belong to, so a
-ciphertext copied to another row or column fails to open (SECURITY-CHECKLIST §H.31, RFC 9700
+ciphertext copied to another row or column fails to open (docs/SECURITY.md item 31, RFC 9700
 §4.14.1). Each ciphertext is self-describing ASCII text, ``v1.<key id>.<base64url(nonce ‖
 ciphertext ‖ tag)>``, and the version and key id are part of the authenticated data, so editing
 either is detected. A :class:`KeyRing` holds several keys: the first encrypts, all decrypt, and
-:meth:`KeyRing.reencrypt` moves old ciphertexts to the newest key (§H.32). It fails closed: a
-missing key is :class:`~pdauth.errors.KeyNotFoundError`, anything else that does not verify is
-:class:`~pdauth.errors.DecryptionError`, and there is no plaintext fallback. No message, repr or
-exception raised here contains key material or plaintext.
+:meth:`KeyRing.reencrypt` moves old ciphertexts to the newest key (docs/SECURITY.md item 32).
+It fails closed: a missing key is :class:`~pdauth.errors.KeyNotFoundError`, anything else that
+does not verify is :class:`~pdauth.errors.DecryptionError`, and there is no plaintext fallback.
+No message, repr or exception raised here contains key material or plaintext.
 """
 
 from __future__ import annotations

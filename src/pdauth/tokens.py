@@ -47,11 +47,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 import anyio
@@ -72,14 +70,39 @@ from pdauth.errors import (
 )
 from pdauth.logs import log_context
 from pdauth.metrics import observe_refresh, refresh_reason
-from pdauth.oauth import TokenSet, format_scopes, parse_scopes
+from pdauth.oauth import TokenSet, parse_scopes
 from pdauth.sealing import Sealer, connection_ad, token_ad
 from pdauth.store import AsyncStore, ConnectionRow, NewEvent
+from pdauth.token_policy import (
+    ACCESS_LIFETIME,
+    POLL_MAX,
+    POLL_MIN,
+    REFRESH_DUE_FRACTION,
+    REFRESH_FRACTION,
+    REFRESH_LIFETIME,
+    RETRY_ATTEMPTS,
+    Cached,
+    ConnectionTokenSource,
+    RefreshDueReport,
+    Usable,
+    backoff,
+    dead_connection_error,
+    error_code,
+    error_message,
+    fresh_usable,
+    is_transient,
+    refresh_at,
+    refreshed_event,
+    wants_refresh,
+)
 
 log = logging.getLogger("pdauth.tokens")
 
 __all__ = [
+    "ACCESS_LIFETIME",
+    "REFRESH_DUE_FRACTION",
     "REFRESH_FRACTION",
+    "REFRESH_LIFETIME",
     "ConnectionTokenSource",
     "RefreshDueReport",
     "TokenManager",
@@ -89,31 +112,12 @@ __all__ = [
     "token_binding",
 ]
 
-DAY = 86_400.0
-#: Refresh once this fraction of a token's lifetime has passed (see the module docstring).
-REFRESH_FRACTION = 0.9
-#: Documented lifetimes (PAGERDUTY.md §3): access and idle refresh-token lifetimes per kind.
-ACCESS_LIFETIME = {"classic": 30 * DAY, "scoped": 1 * DAY}
-REFRESH_LIFETIME = {"classic": 210 * DAY, "scoped": 30 * DAY}
-#: refresh_due() refreshes refresh tokens with less than this fraction of their life left.
-REFRESH_DUE_FRACTION = 0.25
-
-# Waiting for another worker's refresh: poll the row every 50-250 ms (jittered).
-POLL_MIN = 0.05
-POLL_MAX = 0.25
-# Transient token-endpoint failures: attempts per lease, and the backoff between them.
-RETRY_ATTEMPTS = 3
-RETRY_BASE = 0.25
-RETRY_CAP = 2.0
-# OAuth errors that mean "try again later", not "this grant is dead".
-TRANSIENT_OAUTH_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
-
 Sleep = Callable[[float], Awaitable[None]]
 
 
 #: The store the TokenManager works on: :class:`pdauth.store.AsyncStore`, whose coroutines are
 #: derived from :class:`pdauth.store.Store`'s methods (each signature is written once, there).
-#: Test doubles subclass it (``tests/workers/naive_store.py``).
+#: Test doubles subclass it.
 TokenStore: TypeAlias = AsyncStore
 
 
@@ -128,48 +132,6 @@ class TokenEndpoint(Protocol):
 #: Associated-data rules, kept under their historical public names (see pdauth.sealing).
 token_binding = token_ad
 connection_binding = connection_ad
-
-
-def refresh_at(
-    expires_at: float | None, lifetime: float | None, *, nominal_lifetime: float
-) -> float:
-    """When to stop using a token and refresh it: after ``REFRESH_FRACTION`` of its life.
-
-    ``lifetime`` is the measured ``expires_in`` (None if unknown: the nominal one is used).
-    A token with no expiry is never refreshed by time (only after a 401).
-    """
-    if expires_at is None:
-        return math.inf
-    life = nominal_lifetime if lifetime is None or lifetime <= 0 else lifetime
-    life = min(life, nominal_lifetime)
-    return expires_at - (1.0 - REFRESH_FRACTION) * life
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    token: str = field(repr=False)
-    refresh_at: float  # wall clock: refresh from here on
-    expires_at: float | None  # wall clock: unusable from here on
-    valid_until: float  # wall clock: re-read the row from here on (cache_ttl)
-    token_version: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Usable:
-    token: str = field(repr=False)
-    refresh_at: float
-    expires_at: float | None
-    token_version: int
-
-
-@dataclass(frozen=True)
-class RefreshDueReport:
-    """What :meth:`TokenManager.refresh_due` did."""
-
-    examined: int
-    refreshed: int
-    needs_reauth: int
-    failed: int
 
 
 class TokenManager:
@@ -204,7 +166,7 @@ class TokenManager:
         self._max_cache = max_cache_entries
         self._sleep: Sleep = sleep or anyio.sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self._cache: dict[str, _Cached] = {}
+        self._cache: dict[str, Cached] = {}
         self._locks: dict[str, anyio.Lock] = {}
         self._owner_prefix = f"tm-{secrets.token_hex(4)}"
         self._lease_ttl = float(settings.lease_seconds)
@@ -285,11 +247,11 @@ class TokenManager:
             lock = self._locks[connection_id] = anyio.Lock()
         return lock
 
-    def _remember(self, connection_id: str, usable: _Usable) -> str:
+    def _remember(self, connection_id: str, usable: Usable) -> str:
         now = self._clock.now()
         if len(self._cache) >= self._max_cache and connection_id not in self._cache:
             self._cache.pop(next(iter(self._cache)))  # oldest insertion first
-        self._cache[connection_id] = _Cached(
+        self._cache[connection_id] = Cached(
             token=usable.token,
             refresh_at=usable.refresh_at,
             expires_at=usable.expires_at,
@@ -339,31 +301,16 @@ class TokenManager:
             # Same tokens as cached (no decryption needed); trust them for another ttl.
             return self._remember(
                 connection_id,
-                _Usable(entry.token, entry.refresh_at, entry.expires_at, entry.token_version),
+                Usable(entry.token, entry.refresh_at, entry.expires_at, entry.token_version),
             )
         current = self._usable(row, now)
-        if current is not None and not self._wants_refresh(
+        if current is not None and not wants_refresh(
             current, now, force=force, rejected=rejected, seen_version=seen_version
         ):
             return self._remember(connection_id, current)
         return await self._refresh(
             row, current, force=force, rejected=rejected, seen_version=seen_version
         )
-
-    @staticmethod
-    def _wants_refresh(
-        current: _Usable,
-        now: float,
-        *,
-        force: bool,
-        rejected: str | None,
-        seen_version: int | None,
-    ) -> bool:
-        if not force:
-            return now >= current.refresh_at
-        if rejected is not None and current.token != rejected:
-            return False  # it changed since PagerDuty rejected it: try the new one first
-        return not (seen_version is not None and current.token_version != seen_version)
 
     async def _read_active(self, connection_id: str) -> ConnectionRow:
         row = await self._store.get_connection(connection_id)
@@ -372,10 +319,10 @@ class TokenManager:
             raise ConnectionNotFoundError(f"no connection {connection_id}")
         if row.status != "active":
             self._cache.pop(connection_id, None)
-            raise _dead(row)
+            raise dead_connection_error(row)
         return row
 
-    def _usable(self, row: ConnectionRow, now: float) -> _Usable | None:
+    def _usable(self, row: ConnectionRow, now: float) -> Usable | None:
         """The row's access token if present and not expired (decrypts it)."""
         if row.access_token_ct is None:
             return None
@@ -384,7 +331,7 @@ class TokenManager:
         token = self._seal.open_token(row, "access_token", row.access_token_ct)
         issued = row.last_refreshed_at if row.last_refreshed_at is not None else row.updated_at
         lifetime = None if row.access_expires_at is None else row.access_expires_at - issued
-        return _Usable(
+        return Usable(
             token,
             refresh_at(row.access_expires_at, lifetime, nominal_lifetime=self._nominal_access),
             row.access_expires_at,
@@ -394,7 +341,7 @@ class TokenManager:
     async def _refresh(
         self,
         row: ConnectionRow,
-        current: _Usable | None,
+        current: Usable | None,
         *,
         force: bool,
         rejected: str | None,
@@ -410,7 +357,7 @@ class TokenManager:
     async def _refresh_in_context(
         self,
         row: ConnectionRow,
-        current: _Usable | None,
+        current: Usable | None,
         *,
         force: bool,
         rejected: str | None,
@@ -457,7 +404,7 @@ class TokenManager:
         leased: ConnectionRow,
         owner: str,
         base_version: int,
-        current: _Usable | None,
+        current: Usable | None,
         *,
         rejected: str | None,
         force: bool,
@@ -493,9 +440,9 @@ class TokenManager:
                 raise  # configuration: no connection is touched (finally releases the lease)
             except (TransportError, OAuthError) as exc:
                 observe_refresh("error", refresh_reason(rejected, force))
-                log.warning("refresh failed: %s", _error_code(exc))
+                log.warning("refresh failed: %s", error_code(exc))
                 await self._store.record_error(
-                    cid, code=_error_code(exc), message=_error_message(exc), now=self._clock.now()
+                    cid, code=error_code(exc), message=error_message(exc), now=self._clock.now()
                 )
                 now = self._clock.now()
                 if (
@@ -519,19 +466,13 @@ class TokenManager:
                     f"connection {cid}: the refresh outlived its lease; try again"
                 )
             log.info("refresh succeeded (token_version=%d)", stored.token_version)
-            return self._remember(cid, self._fresh(tokens, stored.token_version))
+            return self._remember(
+                cid, fresh_usable(tokens, stored.token_version, self._nominal_access)
+            )
         finally:
             if not released:
                 with anyio.CancelScope(shield=True):
                     await self._release_quietly(cid, owner)
-
-    def _fresh(self, tokens: TokenSet, token_version: int) -> _Usable:
-        return _Usable(
-            tokens.access_token,
-            refresh_at(tokens.expires_at, tokens.expires_in, nominal_lifetime=self._nominal_access),
-            tokens.expires_at,
-            token_version,
-        )
 
     def _decrypt_refresh_token(self, row: ConnectionRow) -> str:
         # A CryptoError propagates and the connection is left as it is: a missing key is a
@@ -549,7 +490,7 @@ class TokenManager:
         """Write the new pair; on a database error retry while the lease lasts.
 
         The old refresh token is already spent, so giving up here loses the grant: keep
-        trying (bounded) before surfacing the StoreError (SECURITY-CHECKLIST R3).
+        trying (bounded) before surfacing the StoreError (docs/SECURITY.md R3).
         """
         attempt = 0
         while True:
@@ -557,7 +498,7 @@ class TokenManager:
             try:
                 return await self._persist(row, owner, tokens)
             except StoreError:
-                delay = min(RETRY_CAP, RETRY_BASE * 2 ** (attempt - 1)) * (0.5 + self._rng.random())
+                delay = backoff(attempt, self._rng)
                 elapsed = self._clock.monotonic() - lease_started
                 if attempt >= 2 * RETRY_ATTEMPTS or elapsed + delay >= self._lease_ttl:
                     raise
@@ -580,10 +521,9 @@ class TokenManager:
                     return await self._identity.client_credentials(scopes)
                 return await self._identity.refresh(refresh_token)
             except (TransportError, OAuthError) as exc:
-                if not _is_transient(exc) or attempt >= RETRY_ATTEMPTS:
+                if not is_transient(exc) or attempt >= RETRY_ATTEMPTS:
                     raise
-                delay = min(RETRY_CAP, RETRY_BASE * 2 ** (attempt - 1))
-                delay *= 0.5 + self._rng.random()
+                delay = backoff(attempt, self._rng)
                 elapsed = self._clock.monotonic() - lease_started
                 if elapsed + delay + self._http_timeout >= self._lease_ttl:
                     raise
@@ -609,16 +549,7 @@ class TokenManager:
             access_expires_at=tokens.expires_at,
             refresh_expires_at=refresh_expires,
             now=now,
-            event=NewEvent(
-                type="connection.refreshed",
-                data={
-                    "kind": row.kind,
-                    "token_version": row.token_version + 1,
-                    "expires_in": tokens.expires_in,
-                    "scopes": format_scopes(tokens.scopes) if tokens.scopes else row.scopes,
-                },
-                outbox=False,
-            ),
+            event=refreshed_event(row, tokens),
         )
 
     async def _after_invalid_grant(self, leased: ConnectionRow, owner: str) -> str:
@@ -661,47 +592,3 @@ class TokenManager:
             raise LeaseUnavailableError(f"connection {cid}: refreshed concurrently; try again")
         log.warning("connection needs re-authorization (reason=%s)", code)
         raise NeedsReauthError(cid, "PagerDuty no longer accepts this connection; reconnect it")
-
-
-@dataclass(frozen=True)
-class ConnectionTokenSource:
-    """Adapts a :class:`TokenManager` to the REST client's ``TokenSource`` port."""
-
-    manager: TokenManager
-    connection_id: str
-
-    @property
-    def pacing_key(self) -> str:
-        return self.connection_id
-
-    async def authorization(self) -> str:
-        return "Bearer " + await self.manager.access_token(self.connection_id)
-
-    async def refresh(self, rejected: str) -> str:
-        token = rejected.removeprefix("Bearer ").strip()
-        return "Bearer " + await self.manager.refresh_rejected(self.connection_id, token)
-
-
-def _dead(row: ConnectionRow) -> NeedsReauthError:
-    if row.status == "revoked":
-        return NeedsReauthError(row.id, "the connection was disconnected")
-    return NeedsReauthError(row.id, "PagerDuty no longer accepts this connection; reconnect it")
-
-
-def _is_transient(exc: Exception) -> bool:
-    if isinstance(exc, TransportError):
-        return True
-    return isinstance(exc, OAuthError) and exc.error in TRANSIENT_OAUTH_ERRORS
-
-
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, TransportError):
-        return "transport_error"
-    if isinstance(exc, OAuthError):
-        return exc.error[:64] or "oauth_error"
-    return type(exc).__name__[:64]
-
-
-def _error_message(exc: Exception) -> str:
-    # Our own error messages never carry tokens (pdauth.errors rule); cap them anyway.
-    return str(exc)[:500]

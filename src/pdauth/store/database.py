@@ -7,7 +7,7 @@ Concurrency never relies on a transaction held open across network calls: the re
 is one compare-and-set UPDATE, token writes are fenced by the lease owner and
 ``token_version``, and a pending authorization is consumed by one ``DELETE … RETURNING``, so
 of two racing callers exactly one wins. The store never reads the clock; callers pass
-``now`` from their injected :class:`pdauth.clock.Clock`. See ARCHITECTURE.md, "Refresh".
+``now`` from their injected :class:`pdauth.clock.Clock`. See docs/ARCHITECTURE.md, "Refresh".
 """
 
 from __future__ import annotations
