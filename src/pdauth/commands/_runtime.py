@@ -40,7 +40,7 @@ from pdauth.errors import (
     InvalidClientError,
     PdauthError,
 )
-from pdauth.logs import configure_logging, register_secret
+from pdauth.logs import configure_logging, protect_host_loggers
 from pdauth.store import ConnectionRow
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "current_runtime",
     "exit_code_for",
     "fail",
-    "register_secrets",
     "require_row",
     "run_async",
     "use_runtime",
@@ -174,22 +173,6 @@ async def require_row(connector: Connector, connection_id: str) -> ConnectionRow
     return row
 
 
-def register_secrets(settings: Settings) -> None:
-    """Tell the log redaction filter every secret value the settings hold."""
-    for secret in (
-        settings.client_secret,
-        settings.session_secret,
-        settings.admin_password,
-        settings.webhook_secret,
-    ):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-    for key in settings.api_key_list():
-        register_secret(key.get_secret_value())
-    for entry in settings.encryption_keys.get_secret_value().split(","):
-        register_secret(entry.partition(":")[2].strip())
-
-
 class _Stderr:
     """Writes to whatever ``sys.stderr`` is at the time (tests swap it between commands)."""
 
@@ -216,7 +199,7 @@ def command_logging(settings: Settings | None, env: Mapping[str, str]) -> Iterat
     fmt = settings.log_format if settings is not None else "text"
     handler = configure_logging(level, fmt, stream=_Stderr())
     if settings is not None:
-        register_secrets(settings)
+        protect_host_loggers(settings)  # registers every configured secret for redaction
     try:
         yield
     finally:

@@ -31,12 +31,11 @@ from starlette.requests import Request
 
 from pdauth._net import bind_socket
 from pdauth.commands._common import Subcommands, port, serve_until_stopped
-from pdauth.commands._runtime import register_secrets
 from pdauth.config import Settings
 from pdauth.crypto import format_key, generate_key
 from pdauth.emulator import EmulatorConfig, EmulatorServer
 from pdauth.errors import ConfigurationError
-from pdauth.logs import configure_logging
+from pdauth.logs import configure_logging, protect_host_loggers
 from pdauth.service import create_app
 from pdauth.service.server import uvicorn_config
 from pdauth.store import upgrade
@@ -228,7 +227,7 @@ def _serve(
         data_dir=data_dir, port=port, emulator_url=emulator.url, secrets_=values, env=os.environ
     )
     configure_logging(settings.log_level, settings.log_format)
-    register_secrets(settings)
+    protect_host_loggers(settings)  # every configured secret is redacted from logs
     register_redirect_uri(emulator.url, settings.redirect_uri)
     upgrade(settings.database_url)
     config = uvicorn_config(demo_app(settings), log_level=settings.log_level)

@@ -18,10 +18,9 @@ import uvicorn
 
 from pdauth._net import bind_socket, format_url
 from pdauth.commands._common import Subcommands, port, serve_until_stopped
-from pdauth.commands._runtime import register_secrets
 from pdauth.config import Settings
 from pdauth.errors import ConfigurationError, StoreError
-from pdauth.logs import configure_logging
+from pdauth.logs import configure_logging, protect_host_loggers
 from pdauth.service import create_app
 from pdauth.service.server import uvicorn_config
 from pdauth.store import Store
@@ -72,7 +71,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if bool(args.certfile) != bool(args.keyfile):
         return _refuse("--certfile and --keyfile go together")
     configure_logging(settings.log_level, settings.log_format)
-    register_secrets(settings)
+    protect_host_loggers(settings)  # every configured secret is redacted from logs
     problem = _schema_problem(settings)
     if problem is not None:
         return _refuse(problem)
