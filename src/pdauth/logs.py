@@ -31,7 +31,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -296,7 +296,7 @@ _HOST_LOGGERS: Final = (
 )
 
 
-def protect_host_loggers(settings: Settings | None = None) -> None:
+def protect_host_loggers(settings: Settings | None = None, *, loggers: Iterable[str] = ()) -> None:
     """Redact secrets on the host application's loggers (pdauth embedded in an app).
 
     Idempotent. Puts a :class:`RedactionFilter` on each host request/access logger (so the
@@ -304,14 +304,15 @@ def protect_host_loggers(settings: Settings | None = None) -> None:
     sees them), on their current handlers and on the root logger's handlers; with
     ``settings``, also registers its secret values (client secret, session secret, admin
     password, webhook secret, API keys, encryption keys) with :func:`register_secret`.
-    Call it again after the host reconfigures logging to cover new root handlers.
+    ``loggers`` names more of the host's loggers (a Flask app's ``app.logger``). Call it again
+    after the host reconfigures logging to cover new root handlers.
     """
     if settings is not None:
         _register_settings_secrets(settings)
-    loggers = [logging.getLogger(name) for name in _HOST_LOGGERS]
-    for logger in loggers:
+    protected = [logging.getLogger(name) for name in (*_HOST_LOGGERS, *loggers)]
+    for logger in protected:
         _add_filter(logger)
-    for logger in [logging.getLogger(), *loggers]:
+    for logger in [logging.getLogger(), *protected]:
         for handler in logger.handlers:
             _add_filter(handler)
 

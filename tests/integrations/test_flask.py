@@ -299,3 +299,18 @@ def test_the_keeper_process_delivers_the_webhook(
     event = json.loads(body)
     assert event["type"] == "connection.created"
     assert event["owner"] == "keeper-user"
+
+
+def test_the_apps_own_logger_is_protected(app: Flask) -> None:
+    from pdauth.logs import RedactionFilter
+
+    assert any(isinstance(f, RedactionFilter) for f in app.logger.filters)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    app.logger.addHandler(handler)
+    try:
+        app.logger.warning("odd callback %s", "/pagerduty/callback?code=CANARYFLASK1&state=S2x")
+    finally:
+        app.logger.removeHandler(handler)
+    assert "code=[redacted]&state=[redacted]" in out.getvalue()
+    assert "CANARYFLASK1" not in out.getvalue()

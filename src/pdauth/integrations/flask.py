@@ -28,6 +28,7 @@ from werkzeug.wrappers import Response
 
 from pdauth.errors import ConfigurationError
 from pdauth.integrations._blocking import BINDING_COOKIE, BlockingFlow, Csrf, Reply, Urls
+from pdauth.logs import protect_host_loggers
 from pdauth.sync_connector import SyncConnector
 
 __all__ = ["blueprint"]
@@ -56,6 +57,7 @@ def blueprint(
         problem = flow.callback_path_problem(f"{state.url_prefix or ''}/callback")
         if problem is not None:
             raise ConfigurationError(problem)
+        protect_host_loggers(connector.settings, loggers=[state.app.logger.name])
 
     def urls() -> Urls:
         return Urls(
