@@ -290,3 +290,26 @@ def test_a_callback_routed_elsewhere_is_a_clear_page_not_a_dead_end(project: str
     assert answer.status_code == 503
     assert "This application is misconfigured" in answer.content.decode()
     assert "pdauth_binding" not in answer.cookies  # nothing was started
+
+
+def test_a_failed_callback_is_not_logged_with_its_request(project: str) -> None:
+    """django.request would carry the request (GET: code, state) to AdminEmailHandler."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep()
+    logging.getLogger("django.request").addHandler(keep)
+    try:
+        client = signed_in()
+        callback = consent(project, start(client)["Location"])
+        fault = httpx.post(project + "/_emulator/faults", json={"target": "token", "kind": "503"})
+        assert fault.status_code == 200
+        answer = client.get(path_and_query(callback))
+    finally:
+        logging.getLogger("django.request").removeHandler(keep)
+    assert answer.status_code == 502
+    assert "PagerDuty is unavailable" in answer.content.decode()
+    assert [r for r in records if getattr(r, "request", None) is not None] == []

@@ -105,7 +105,14 @@ class _Views:
             _csrf(request),
             _urls(request),
         )
-        return self._respond(request, reply)
+        response = self._respond(request, reply)
+        if response.status_code >= 400:
+            # Django would log this response on django.request with the request attached, and
+            # its AdminEmailHandler mails 5xx requests' GET parameters: the callback's code and
+            # state. Mark it logged (Django's own flag) and log a line without the query.
+            response._has_been_logged = True
+            log.warning("PagerDuty callback refused (status %s)", response.status_code)
+        return response
 
     def disconnect(self, request: HttpRequest, connection_id: str) -> HttpResponse:
         reply = self.flow.disconnect(
