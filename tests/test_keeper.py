@@ -10,6 +10,7 @@ database (each due refresh done once, each event delivered once); the background
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections import Counter
@@ -61,6 +62,7 @@ class Receiver:
         self.clock = clock
         self.fail_first = fail_first
         self.deliveries: list[Delivery] = []
+        self.delivered = anyio.Event()  # set by the first delivery
         self.app = Starlette(routes=[Route("/hooks", self.endpoint, methods=["POST"])])
 
     async def endpoint(self, request: Request) -> Response:
@@ -73,9 +75,11 @@ class Receiver:
                 raw=raw,
                 verified=verify_signature(
                     SECRET, request.headers.get(SIGNATURE_HEADER), raw, self.clock.now()
-                ),
+                )
+                is not None,
             )
         )
+        self.delivered.set()
         if len(self.deliveries) <= self.fail_first:
             return Response(status_code=500)
         return Response(status_code=204)
@@ -433,18 +437,25 @@ async def test_two_keepers_on_one_database_refresh_and_deliver_each_thing_once(
 # -- the loop -------------------------------------------------------------------------------
 
 
-async def test_running_in_the_background_delivers_and_stops(hw: Harness) -> None:
+async def test_running_in_the_background_delivers_and_stops(
+    hw: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     receiver = Receiver(hw.clock)
     await hw.connect("tenant-1")
     async with keeper_for(hw, receiver) as keeper:
-        async with keeper.running(interval=0.01):
-            with anyio.fail_after(10):
-                while not receiver.deliveries:
-                    await anyio.sleep(0.01)
+        with caplog.at_level(logging.INFO, logger="pdauth.keeper"):
+            async with keeper.running(interval=0.01):
+                with anyio.fail_after(10):
+                    await receiver.delivered.wait()
+                assert "keeper loop stopped" not in caplog.messages
+            # The loop itself says it has ended, before running() returns: nothing can
+            # deliver any more, so no waiting is needed to see that nothing does.
+            assert "keeper loop stopped" in caplog.messages
         stopped_at = len(receiver.deliveries)
         await hw.connect("tenant-2")
-        await anyio.sleep(0.05)
         assert len(receiver.deliveries) == stopped_at  # the loop is gone
+        await keeper.run_once()  # negative control: the new event was there to deliver
+        assert len(receiver.deliveries) == stopped_at + 1
 
 
 async def test_run_forever_returns_when_stopped_and_refuses_a_bad_interval(hw: Harness) -> None:

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from pdauth.client.credentials import TokenSource
-from pdauth.connections import Connector
 from pdauth.emulator import EmulatorConfig
 from pdauth.errors import (
     ConnectionNotFoundError,
@@ -439,16 +438,29 @@ async def test_waiters_get_the_lease_holders_token(tmp_path: os.PathLike[str]) -
         conn = await h.connect()
         h.advance(TTL + 1)
         other = h.another_connector(transport=httpx.ASGITransport(app=h.app))
+        polling = anyio.Event()
+
+        async def waiter_sleep(seconds: float) -> None:
+            # The TokenManager's sleep port: it sleeps only to wait for another worker's result.
+            polling.set()
+            await anyio.sleep(seconds)
+
+        waiter = TokenManager(
+            h.settings, h.store, other.identity, h.settings.key_ring(), clock=h.clock,
+            sleep=waiter_sleep,
+        )  # fmt: skip
         got: dict[str, str] = {}
 
-        async def call(name: str, connector: Connector) -> None:
-            got[name] = await connector.access_token(conn.id)
+        async def call(name: str, manager: TokenManager) -> None:
+            got[name] = await manager.access_token(conn.id)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(call, "holder", h.connector)
+            tg.start_soon(call, "holder", h.connector.tokens)
             await held.wait()  # the holder has the lease; its request is parked
-            tg.start_soon(call, "waiter", other)
-            await anyio.sleep(0.3)  # let the waiter find the lease taken and start polling
+            tg.start_soon(call, "waiter", waiter)
+            with anyio.fail_after(10):
+                await polling.wait()  # the waiter found the lease taken and is polling
+            assert "waiter" not in got
             gate.set()
         assert got["holder"] == got["waiter"]
         assert h.token_count("refresh_token") == 1

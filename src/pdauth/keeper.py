@@ -210,13 +210,17 @@ class Keeper:
         if not (math.isfinite(every) and every > 0):
             raise ValueError("interval must be a positive number of seconds")
         stop = stop_event if stop_event is not None else anyio.Event()
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception as exc:  # a background loop must outlive any one bad run
-                log.error("keeper run failed (%s)", type(exc).__name__)
-            with anyio.move_on_after(every * (0.9 + 0.2 * self._rng.random())):
-                await stop.wait()
+        try:
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception as exc:  # a background loop must outlive any one bad run
+                    log.error("keeper run failed (%s)", type(exc).__name__)
+                with anyio.move_on_after(every * (0.9 + 0.2 * self._rng.random())):
+                    await stop.wait()
+        finally:
+            # Also on cancellation: an operator (and a test) can tell the loop has ended.
+            log.info("keeper loop stopped")
 
     @asynccontextmanager
     async def running(
