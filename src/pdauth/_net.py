@@ -1,16 +1,23 @@
-"""Listening sockets for pdauth's servers (the service, the demo, the emulator); stdlib only.
+"""Listening sockets and server threads for pdauth's servers (service, demo, emulator); stdlib only.
 
-One function, shared by the service and the emulator so both bind the same way: the caller
-binds first (port 0 picks a free port, known before serving) and hands the socket to uvicorn.
-It depends on nothing else in pdauth, so the emulator can use it and still share no code with
-the client side it tests.
+Shared by the service and the emulator so both serve the same way: the caller binds first
+(:func:`bind_socket`; port 0 picks a free port, known before serving), hands the socket to
+uvicorn, and — for a server in the background (tests, the demo's emulator, benchmarks) — runs
+it on a daemon thread started by :func:`start_daemon`, which returns once the server says it
+accepts connections. This module depends on nothing else in pdauth, so the emulator can use it
+and still share no code with the client side it tests.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
+import time
+from collections.abc import Callable
 
-__all__ = ["bind_socket", "format_url"]
+__all__ = ["bind_socket", "format_url", "start_daemon"]
+
+_POLL = 0.005
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -33,3 +40,21 @@ def format_url(scheme: str, host: str, port: int) -> str:
     """``scheme://host:port`` with an IPv6 literal in brackets."""
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port}"
+
+
+def start_daemon(
+    target: Callable[[], object], ready: Callable[[], bool], *, name: str, timeout: float
+) -> tuple[threading.Thread, bool]:
+    """Run ``target`` on a daemon thread and wait until ``ready()`` (uvicorn's ``started``).
+
+    Returns the thread and whether it became ready: False when it ended first or was not
+    ready within ``timeout`` seconds (the caller stops what it started, joins, and reports).
+    """
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if not thread.is_alive() or time.monotonic() > deadline:
+            return thread, False
+        time.sleep(_POLL)
+    return thread, True

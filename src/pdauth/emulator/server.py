@@ -15,13 +15,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
-from types import TracebackType
 
 import uvicorn
 from starlette.applications import Starlette
 
-from pdauth._net import bind_socket, format_url
+from pdauth._net import bind_socket, format_url, start_daemon
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.state import EmulatorState
@@ -110,16 +108,15 @@ class EmulatorServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="pdauth-emulator", daemon=True
+        self._thread, ready = start_daemon(
+            lambda: server.run(sockets=[sock]),
+            lambda: server.started,
+            name="pdauth-emulator",
+            timeout=self._startup_timeout,
         )
-        self._thread.start()
-        deadline = time.monotonic() + self._startup_timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the emulator server did not start")
-            time.sleep(0.005)
+        if not ready:
+            self.stop()
+            raise RuntimeError("the emulator server did not start")
         return self
 
     def stop(self) -> None:
@@ -138,10 +135,5 @@ class EmulatorServer:
     def __enter__(self) -> EmulatorServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()

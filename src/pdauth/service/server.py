@@ -14,13 +14,11 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
-from types import TracebackType
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from pdauth._net import bind_socket, format_url
+from pdauth._net import bind_socket, format_url, start_daemon
 
 __all__ = ["ServiceServer", "bind_socket", "uvicorn_config"]
 
@@ -96,16 +94,15 @@ class ServiceServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="pdauth-service", daemon=True
+        self._thread, ready = start_daemon(
+            lambda: server.run(sockets=[sock]),
+            lambda: server.started,
+            name="pdauth-service",
+            timeout=self._startup_timeout,
         )
-        self._thread.start()
-        deadline = time.monotonic() + self._startup_timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the service did not start")
-            time.sleep(0.005)
+        if not ready:
+            self.stop()
+            raise RuntimeError("the service did not start")
         return self
 
     def stop(self) -> None:
@@ -121,10 +118,5 @@ class ServiceServer:
     def __enter__(self) -> ServiceServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
