@@ -116,3 +116,17 @@ def test_the_process_runs_passes_until_a_signal(
     assert rest == ""  # later passes found nothing: they print nothing
     assert "a pass every 0.2 s" in errors
     assert "pdauth keeper: stopped" in errors
+
+
+def test_once_exits_1_when_the_pass_had_problems(
+    app: Starlette, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: Capture
+) -> None:
+    conn = connect_user(app, "dave")
+    monkeypatch.setenv("PDAUTH_REFRESH_HORIZON", str(365 * 86_400))
+    monkeypatch.setenv("PDAUTH_CLIENT_SECRET", "not-the-apps-secret")  # PagerDuty refuses us
+    assert run(["keeper", "--once", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["problems"] == ["refresh: invalid_client"]
+    assert row(db_url, conn.id).token_version == 1  # nothing was refreshed, nothing lost
+    assert run(["keeper", "--once"]) == 1
+    assert "problems: refresh: invalid_client" in capsys.readouterr().out
