@@ -288,6 +288,7 @@ async def test_the_openapi_document_is_served(api: httpx.AsyncClient) -> None:
         "/connections",
         "/connections/{connection_id}",
         "/connections/{connection_id}/access-token",
+        "/connections/{connection_id}/proxy/{path}",
         "/events",
     }
 

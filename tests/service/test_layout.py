@@ -79,3 +79,17 @@ def test_the_openapi_data_file_publishes_the_patterns_the_code_enforces() -> Non
     document["paths"].clear()
     assert openapi_document("/y")["paths"]
     assert re.fullmatch(ID_PATTERN.strip("^$"), "abc_DEF-1")
+
+
+def test_the_documented_proxy_paths_are_the_ones_the_proxy_accepts() -> None:
+    from pdauth.service.proxy import REST_RESOURCES, proxied_path
+
+    operations = openapi_document("/api/v1")["paths"]["/connections/{connection_id}/proxy/{path}"]
+    assert set(operations) == {"get", "post", "put", "patch", "delete"}
+    pattern = operations["get"]["parameters"][1]["schema"]["pattern"]
+    for resource in REST_RESOURCES:
+        assert re.fullmatch(pattern, resource + "/P123/notes")
+        assert proxied_path(resource + "/P123/notes") is not None
+    for refused in ("oauth/token", "incidents/../x", "_emulator/stats"):
+        assert re.fullmatch(pattern, refused) is None
+        assert proxied_path(refused) is None

@@ -93,11 +93,16 @@ def test_the_document_is_valid_openapi(schema: Any) -> None:
     labels = sorted(op.label for op in _operations(schema))
     assert labels == [
         "DELETE /connections/{connection_id}",
+        "DELETE /connections/{connection_id}/proxy/{path}",
         "GET /connections",
         "GET /connections/{connection_id}",
+        "GET /connections/{connection_id}/proxy/{path}",
         "GET /events",
+        "PATCH /connections/{connection_id}/proxy/{path}",
         "POST /connect-sessions",
         "POST /connections/{connection_id}/access-token",
+        "POST /connections/{connection_id}/proxy/{path}",
+        "PUT /connections/{connection_id}/proxy/{path}",
     ]
 
 

@@ -151,6 +151,7 @@ class Service:
         self._connector = connector
         self._owns_connector = connector is None
         self._transport = transport
+        self.proxy_http: httpx.AsyncClient | None = None  # the proxy's pool, made on first use
         self._connector_lock = anyio.Lock()
         self.lifespan_ran = False
         self.cookies = CookieJar(
@@ -189,7 +190,15 @@ class Service:
                 self._connector = await created.__aenter__()
         return self._connector
 
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport | None:
+        """Where the app's own HTTP to PagerDuty goes (``None``: the network)."""
+        return self._transport
+
     async def aclose(self) -> None:
+        if self.proxy_http is not None:
+            http, self.proxy_http = self.proxy_http, None
+            await http.aclose()
         if self._owns_connector and self._connector is not None:
             connector, self._connector = self._connector, None
             await connector.__aexit__(None, None, None)
