@@ -238,7 +238,7 @@ def _serve(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Exit codes: 0 stopped, 1 no free port, 2 a bad logging variable."""
+    """Exit codes: 0 stopped, 1 no free port or no emulator, 2 a bad logging variable."""
     data_dir = Path(args.data_dir)
     values = load_or_create_secrets(data_dir)
     sock = _bind_service(args.port)
@@ -257,6 +257,9 @@ def run_demo(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             print(f"pdauth demo: {exc}", file=sys.stderr)
             return 2
+        except httpx.HTTPError as exc:  # our own emulator refused the redirect URI
+            print(f"pdauth demo: cannot register the redirect URI ({exc})", file=sys.stderr)
+            return 1
         finally:
             emulator.stop()
     finally:
