@@ -6,11 +6,18 @@ store, because :mod:`pdauth.metrics` (which every layer records into) must not i
 database layer. :class:`MetricsEndpoint` builds the registry on the first scrape (the Connector,
 and so the store, is created lazily) and answers 501 naming ``pdauth[metrics]`` when
 prometheus-client is not installed.
+
+Who may scrape (docs/SECURITY.md, Step 11 item 3): with ``PDAUTH_METRICS_TOKEN`` set, only a
+request carrying ``Authorization: Bearer <token>`` (compared in constant time; 401 otherwise);
+without it, only a client on loopback — the socket peer, or the address a trusted proxy
+forwarded for (``PDAUTH_TRUSTED_PROXIES``) — and everyone else gets 403 naming the setting.
+Prometheus' scrape config then carries ``authorization: {credentials: <token>}``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -18,11 +25,15 @@ from typing import TYPE_CHECKING
 from pdauth.clock import Clock, SystemClock
 from pdauth.errors import StoreError
 from pdauth.metrics import AVAILABLE, CONNECTION_STATUSES, metrics_app, metrics_registry
+from pdauth.service.apikeys import ApiKeyVerifier
 from pdauth.store import AsyncStore, Store
 
 # Without pdauth[metrics] the name stays undefined and the collector is never built.
 with contextlib.suppress(ImportError):
     from prometheus_client.core import GaugeMetricFamily
+
+from starlette.requests import HTTPConnection
+from starlette.responses import PlainTextResponse, Response
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -114,8 +125,31 @@ class MetricsEndpoint:
     def __init__(self, service: Service) -> None:
         self._service = service
         self._app: ASGIApp | None = None
+        token = service.settings.metrics_token
+        self._token = ApiKeyVerifier([token.get_secret_value()]) if token is not None else None
+
+    def refusal(self, conn: HTTPConnection) -> Response | None:
+        """The answer for a scraper that may not read the metrics, or ``None``."""
+        if self._token is not None:
+            if self._token.verify(conn.headers.get("authorization")):
+                return None
+            return PlainTextResponse(
+                "a bearer token is required (PDAUTH_METRICS_TOKEN)\n",
+                status_code=401,
+                headers={"www-authenticate": "Bearer"},
+            )
+        if _is_loopback(self._service.client_key(conn)):
+            return None
+        return PlainTextResponse(
+            "metrics are served to loopback only; set PDAUTH_METRICS_TOKEN to scrape remotely\n",
+            status_code=403,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = self.refusal(HTTPConnection(scope))
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
         if self._app is None:
             registry: CollectorRegistry | None = None
             if AVAILABLE:
@@ -123,3 +157,10 @@ class MetricsEndpoint:
                 registry = service_registry(connector.store, clock=self._service.clock)
             self._app = metrics_app(registry)
         await self._app(scope, receive, send)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
