@@ -1,4 +1,4 @@
-"""Each negative case of SECURITY-CHECKLIST.md sections A-E at the service's edge, one per test.
+"""Each negative case of docs/SECURITY.md sections A-E at the service's edge, one per test.
 
 "No exchange" is asserted from the emulator's token-endpoint counter; "nothing connected" from
 the owner's home page.
@@ -300,7 +300,9 @@ async def test_scopes_not_granted(
     from tests.service.conftest import make_settings
 
     # PagerDuty grants only `openid` when asked for a scope it does not know.
-    app = app_factory(settings_=make_settings(settings.database_url, scopes="read nosuchthing.read"))
+    app = app_factory(
+        settings_=make_settings(settings.database_url, scopes="read nosuchthing.read")
+    )
     browser = browser_factory("alice", target=app)
     before = await token_requests(emulator_client)
     response = await connect(browser, emulator_client)

@@ -1,4 +1,4 @@
-"""Rate limiting and which address is "the client" (SECURITY-CHECKLIST.md items 41, 42)."""
+"""Rate limiting and which address is "the client" (docs/SECURITY.md items 41, 42)."""
 
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ class BindingCookie:
     several; each is filed under a keyed digest of its flow's ``state`` (the state itself is
     not kept), which lets the callback pick the right one — or refuse at once, before anything
     is consumed, when this browser holds none for that state. At most :data:`MAX_FLOWS` are
-    kept (the oldest is dropped), which bounds the cookie well under 4 KB (checklist item 5).
+    kept (the oldest is dropped), which bounds the cookie well under 4 KB (docs/SECURITY.md item 5).
     """
 
     owner_tag: str = field(repr=False)

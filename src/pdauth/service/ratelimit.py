@@ -1,6 +1,6 @@
 """Per-client rate limits for the flow endpoints, and who "the client" is behind proxies.
 
-SECURITY-CHECKLIST.md item 42 asks to rate-limit ``/connect`` and the callback per client, and
+docs/SECURITY.md item 42 asks to rate-limit ``/connect`` and the callback per client, and
 item 41 to trust ``X-Forwarded-For`` only from our own proxies. :func:`client_address` takes the
 socket peer, and only when that peer is a configured trusted proxy walks ``X-Forwarded-For``
 from the right, skipping trusted hops, to the first untrusted address — the left part of the

@@ -1,6 +1,6 @@
 """The service's outermost layer: security headers, input size limits and the generic 500.
 
-One pure ASGI middleware wraps every request of the app (SECURITY-CHECKLIST.md items 35, 38,
+One pure ASGI middleware wraps every request of the app (docs/SECURITY.md items 35, 38,
 43): it refuses oversized paths and query strings (414) and bodies (413, by Content-Length
 up front and by counting as the body streams) before any routing, adds the security
 headers to every response — pages, JSON, 404s, 413s, 429s and errors alike — unless a handler
