@@ -91,6 +91,31 @@ class _JwksCache:
     fetched_at: float | None = None  # monotonic
 
 
+def usable_signing_keys(jwks: Any) -> tuple[RSAKey, ...]:
+    """The keys of a JWKS document that may verify an id_token: RSA, for signing, RS256.
+
+    Only public members are imported (a private ``d`` in a JWKS is ignored, never used), at
+    most ``MAX_JWKS_KEYS`` entries are looked at, and a malformed key is simply not a
+    candidate. ``pdauth doctor`` applies the same rule, so it reports exactly the keys pdauth
+    would use.
+    """
+    entries = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(entries, list):
+        return ()
+    keys: list[RSAKey] = []
+    for entry in entries[:MAX_JWKS_KEYS]:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA":
+            continue
+        if entry.get("use", "sig") != "sig" or entry.get("alg", "RS256") != "RS256":
+            continue
+        public = {k: v for k, v in entry.items() if k in ("kty", "n", "e", "kid", "use", "alg")}
+        try:
+            keys.append(RSAKey.import_key(public))
+        except (JoseError, ValueError, TypeError):
+            continue
+    return tuple(keys)
+
+
 class IdentityClient:
     """Talks to the identity service; holds (and, when it made it, closes) an httpx client.
 
@@ -380,21 +405,9 @@ class IdentityClient:
             self._settings.jwks_endpoint,
             missing="set PDAUTH_JWKS_URL to the identity service's JWKS document",
         )
-        entries = doc.get("keys") if isinstance(doc, dict) else None
-        if not isinstance(entries, list):
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
             raise OAuthError("server_error", "the JWKS document has no key list")
-        keys: list[RSAKey] = []
-        for entry in entries[:MAX_JWKS_KEYS]:
-            if not isinstance(entry, dict) or entry.get("kty") != "RSA":
-                continue
-            if entry.get("use", "sig") != "sig" or entry.get("alg", "RS256") != "RS256":
-                continue
-            public = {k: v for k, v in entry.items() if k in ("kty", "n", "e", "kid", "use", "alg")}
-            try:
-                keys.append(RSAKey.import_key(public))
-            except (JoseError, ValueError, TypeError):
-                continue  # a malformed key is simply not a candidate
-        return tuple(keys)
+        return usable_signing_keys(doc)
 
     async def _signing_keys(self, kid: str | None) -> tuple[RSAKey, ...]:
         async with self._jwks_lock:

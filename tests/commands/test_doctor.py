@@ -327,3 +327,22 @@ def test_doctor_in_a_subprocess(emulator_server: EmulatorServer, db_url: str) ->
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK    identity service" in done.stdout
     assert_no_secrets(done.stdout + done.stderr)
+
+
+def test_a_misspelt_variable_is_a_warning_naming_the_setting_it_meant(
+    monkeypatch: pytest.MonkeyPatch, capsys: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PDAUTH_CLIENTID", "typo-value-0123")
+    code, report = doctor(capsys, "--offline")
+    assert code == 0  # a warning, not a failure: the variable is ignored
+    check = by_name(report)["variables"]
+    assert check["status"] == "WARN"
+    assert "PDAUTH_CLIENTID (did you mean PDAUTH_CLIENT_ID?)" in check["detail"]
+    assert "typo-value-0123" not in json.dumps(report)
+    # Listed once, as a check: not also logged by every settings load doctor makes.
+    assert "PDAUTH_CLIENTID" not in caplog.text
+
+
+def test_no_unknown_variable_is_ok(capsys: Capture) -> None:
+    _, report = doctor(capsys, "--offline")
+    assert by_name(report)["variables"]["status"] == "OK"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,8 +27,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from joserfc.errors import JoseError
-from joserfc.jwk import RSAKey
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -39,9 +38,10 @@ from pdauth.commands._output import (
     print_json,
 )
 from pdauth.commands._runtime import Runtime, command_logging, current_runtime, run_async
-from pdauth.config import Settings
+from pdauth.config import Settings, unknown_variables
 from pdauth.crypto import KeyRing
 from pdauth.errors import ConfigurationError, CryptoError, KeyNotFoundError, StoreError
+from pdauth.identity import usable_signing_keys
 from pdauth.service.core import ServiceOptions
 from pdauth.store import ConnectionRow, Store
 from pdauth.tokens import token_binding
@@ -86,9 +86,35 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
 # -- the checks --------------------------------------------------------------------------------
 
 
+@contextmanager
+def _quiet_config_warnings() -> Iterator[None]:
+    """Settings.from_env logs each unknown PDAUTH_* variable; doctor lists them as a check."""
+    config_log = logging.getLogger("pdauth.config")
+    level = config_log.level
+    config_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        config_log.setLevel(level)
+
+
+def _check_unknown_variables(env: Mapping[str, str]) -> Check:
+    unknown = unknown_variables(env)
+    if not unknown:
+        return Check("variables", "OK", "every PDAUTH_* variable is a setting")
+    parts = [f"{name} (did you mean {closest}?)" if closest else name for name, closest in unknown]
+    return Check(
+        "variables",
+        "WARN",
+        "not pdauth settings, ignored: " + ", ".join(parts),
+        "rename or remove them (the README lists every PDAUTH_* setting)",
+    )
+
+
 def _check_settings(env: Mapping[str, str]) -> tuple[Check, Settings | None]:
     try:
-        settings = Settings.from_env(env)
+        with _quiet_config_warnings():
+            settings = Settings.from_env(env)
     except ConfigurationError as exc:
         return (
             Check(
@@ -373,7 +399,7 @@ async def _check_identity(settings: Settings, transport: httpx.AsyncBaseTranspor
     name = "identity service"
     fix = (
         "check the network path (proxy, firewall, DNS) to PagerDuty's identity service and "
-        "PDAUTH_IDENTITY_URL / PDAUTH_JWKS_URL"
+        "PDAUTH_IDENTITY_URL / PDAUTH_DISCOVERY_URL / PDAUTH_JWKS_URL"
     )
     timeout = min(settings.http_timeout, IDENTITY_TIMEOUT)
     async with httpx.AsyncClient(
@@ -388,7 +414,7 @@ async def _check_identity(settings: Settings, transport: httpx.AsyncBaseTranspor
         jwks, problem = await _fetch_json(http, settings.jwks_endpoint)
         if problem is not None:
             return Check(name, "FAIL", f"JWKS: {problem}", fix)
-    usable = _usable_keys(jwks)
+    usable = len(usable_signing_keys(jwks))
     if usable == 0:
         return Check(
             name, "FAIL", f"the JWKS at {settings.jwks_endpoint} has no usable RS256 key", fix
@@ -414,25 +440,6 @@ async def _fetch_json(http: httpx.AsyncClient, url: str) -> tuple[Any, str | Non
         return json.loads(response.content), None
     except (ValueError, RecursionError):
         return None, f"{url} did not answer JSON"
-
-
-def _usable_keys(jwks: Any) -> int:
-    entries = jwks.get("keys") if isinstance(jwks, dict) else None
-    if not isinstance(entries, list):
-        return 0
-    usable = 0
-    for entry in entries[:50]:
-        if not isinstance(entry, dict) or entry.get("kty") != "RSA":
-            continue
-        if entry.get("use", "sig") != "sig" or entry.get("alg", "RS256") != "RS256":
-            continue
-        public = {k: v for k, v in entry.items() if k in ("kty", "n", "e", "kid", "use", "alg")}
-        try:
-            RSAKey.import_key(public)
-        except (JoseError, ValueError, TypeError):
-            continue
-        usable += 1
-    return usable
 
 
 def _check_redis(redis_url: str | None) -> Check:
@@ -467,7 +474,7 @@ def _check_redis(redis_url: str | None) -> Check:
 def diagnose(env: Mapping[str, str], *, offline: bool, runtime: Runtime) -> list[Check]:
     """Run every check on ``env``; see the module docstring."""
     settings_check, settings = _check_settings(env)
-    checks = [settings_check]
+    checks = [settings_check, _check_unknown_variables(env)]
     skipped = "needs settings that load"
     if settings is not None:
         checks += [
@@ -533,7 +540,8 @@ def run_doctor(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
     rt = current_runtime(runtime)
     env = rt.environ()
     try:
-        settings: Settings | None = rt.settings()
+        with _quiet_config_warnings():
+            settings: Settings | None = rt.settings()
     except ConfigurationError:
         settings = None  # reported by the settings check
     with command_logging(settings, env):
