@@ -23,6 +23,7 @@ from tests.integrations.sync_flow import consent, emulator, host_settings, path_
 
 WEBHOOK_SECRET = "webhook-secret-for-the-fastapi-test-0123456789"
 
+
 class Captured(logging.Handler):
     """Every line the host's loggers emit, as formatted text."""
 
