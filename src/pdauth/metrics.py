@@ -29,10 +29,10 @@ import anyio.to_thread
 
 from pdauth.clock import Clock
 from pdauth.errors import (
-    ConfigurationError,
     AuthorizationDeniedError,
     BindingMismatchError,
     CallbackError,
+    ConfigurationError,
     FlowExpiredError,
     UnknownStateError,
 )
