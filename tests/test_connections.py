@@ -196,41 +196,13 @@ def test_to_json_of_an_app_connection_has_no_user_and_no_error() -> None:
     assert body["last_refreshed_at"] is None
 
 
-def test_to_operator_json_is_the_cli_shape_and_holds_no_secret() -> None:
-    body = Connection.from_row(_row(), URLS).to_operator_json()
-    assert list(body) == [
-        "id",
-        "owner",
-        "kind",
-        "status",
-        "region",
-        "account_id",
-        "subdomain",
-        "pd_user_id",
-        "pd_user_name",
-        "pd_user_email",
-        "delegation_id",
-        "scopes",
-        "api_base_url",
-        "created_at",
-        "updated_at",
-        "last_refreshed_at",
-        "last_used_at",
-        "access_expires_at",
-        "refresh_expires_at",
-        "token_version",
-        "key_id",
-        "refresh_lease_until",
-        "last_error",
-    ]
-    assert body["pd_user_email"] == "ada@acme.example"
-    assert body["delegation_id"] == "PDELEG"
-    assert body["token_version"] == 3
-    assert body["key_id"] == "k1"
-    assert body["refresh_lease_until"] == "2027-01-15T08:00:30Z"
-    assert body["refresh_expires_at"] == "2027-04-15T08:00:00Z"
-    assert "SECRET" not in json.dumps(body)
-    assert not [k for k in body if k.endswith("_ct") or k == "lease_owner"]
+def test_from_row_keeps_the_operator_fields_but_never_a_secret() -> None:
+    conn = Connection.from_row(_row(), URLS)
+    assert (conn.delegation_id, conn.key_id, conn.token_version) == ("PDELEG", "k1", 3)
+    assert conn.refresh_lease_until == 1_800_000_030.0
+    assert conn.refresh_expires_at == 1_807_776_000.0
+    assert "SECRET" not in repr(conn)
+    assert "token_version" not in repr(conn)
 
 
 async def test_an_eu_account_gets_the_eu_api(h: Harness) -> None:

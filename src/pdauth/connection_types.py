@@ -1,10 +1,9 @@
 """What a host application sees of a connection: :class:`Connection` and its one serializer.
 
 :class:`Connection` is a frozen, secret-free view of a stored connection row
-(:meth:`Connection.from_row`); :meth:`Connection.to_json` is the JSON API's shape and
-:meth:`Connection.to_operator_json` the CLI's — the only places a connection becomes JSON,
-both allowlists. :class:`AuthorizationStart` is what ``Connector.begin`` returns. All are
-re-exported by :mod:`pdauth.connections`.
+(:meth:`Connection.from_row`); :meth:`Connection.to_json` is the one JSON shape of a
+connection, for the API and the CLI alike — an allowlist. :class:`AuthorizationStart` is
+what ``Connector.begin`` returns. All are re-exported by :mod:`pdauth.connections`.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ class Connection:
     last_refreshed_at: float | None
     access_expires_at: float | None
     last_error: LastError | None
-    # Operator detail (what ``pdauth connections show`` prints); never a secret either.
+    # Operator detail (not in to_json; the CLI shows it beside it); never a secret either.
     delegation_id: str | None = None
     last_used_at: float | None = None
     refresh_expires_at: float | None = None
@@ -129,35 +128,6 @@ class Connection:
             "updated_at": iso_time(self.updated_at),
             "last_refreshed_at": iso_time(self.last_refreshed_at),
             "access_expires_at": iso_time(self.access_expires_at),
-            "last_error": self._error_json(),
-        }
-
-    def to_operator_json(self) -> dict[str, Any]:
-        """The operator's view (``pdauth connections`` ``--json``): :meth:`to_json`'s fields
-        flattened the CLI's way plus version, key id, lease and refresh expiry. No secret."""
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "kind": self.kind,
-            "status": self.status,
-            "region": self.region,
-            "account_id": self.account_id,
-            "subdomain": self.subdomain,
-            "pd_user_id": self.user_id,
-            "pd_user_name": self.user_name,
-            "pd_user_email": self.user_email,
-            "delegation_id": self.delegation_id,
-            "scopes": sorted(self.scopes),
-            "api_base_url": self.api_base_url,
-            "created_at": iso_time(self.created_at),
-            "updated_at": iso_time(self.updated_at),
-            "last_refreshed_at": iso_time(self.last_refreshed_at),
-            "last_used_at": iso_time(self.last_used_at),
-            "access_expires_at": iso_time(self.access_expires_at),
-            "refresh_expires_at": iso_time(self.refresh_expires_at),
-            "token_version": self.token_version,
-            "key_id": self.key_id,
-            "refresh_lease_until": iso_time(self.refresh_lease_until),
             "last_error": self._error_json(),
         }
 
