@@ -140,12 +140,12 @@ class Connector:
     """Connect, use and disconnect PagerDuty accounts (an async context manager).
 
     ``store``: a :class:`pdauth.store.AsyncStore` or :class:`pdauth.store.Store` (not closed
-    here), else one is opened on ``settings.database_url`` (and closed by :meth:`aclose`).
-    The schema is checked once, before the first database call: one that is missing or
-    behind raises :class:`~pdauth.errors.ConfigurationError` naming ``pdauth db upgrade``,
-    unless ``migrate=True``, which migrates it then (safe with several instances starting
-    together). ``transport`` routes every outbound HTTP call (tests and the demo use
-    ``httpx.ASGITransport(app=emulator_app)``).
+    here), else one is opened on ``settings.database_url`` (``PDAUTH_DATABASE_URL``; default
+    SQLite in ``./pdauth.db``, WAL, created owner-only) and closed by :meth:`aclose`. The
+    schema is checked once, before the first database call: missing or behind raises
+    :class:`~pdauth.errors.ConfigurationError` naming ``pdauth db upgrade``, unless
+    ``migrate=True`` (migrates then; safe with several instances starting together).
+    ``transport`` routes every outbound HTTP call (tests use an emulator's ASGITransport).
     """
 
     def __init__(
