@@ -18,6 +18,7 @@ from pdauth.emulator.data import build_directory
 from pdauth.emulator.identity import identity_routes
 from pdauth.emulator.rest import rest_routes
 from pdauth.emulator.state import EmulatorClock, EmulatorState, KeyRing
+from pdauth.emulator.webhook_control import webhook_control_routes
 
 __all__ = ["build_state", "create_app"]
 
@@ -49,7 +50,7 @@ def create_app(
         raise ValueError("pass either a config or a state (whose config is used), not both")
     routes: list[BaseRoute] = [
         *identity_routes(state),
-        Mount("/_emulator", routes=control_routes(state)),
+        Mount("/_emulator", routes=[*control_routes(state), *webhook_control_routes(state)]),
         Mount("/eu", routes=rest_routes(state, "eu")),
         Mount("", routes=rest_routes(state, "us")),
     ]

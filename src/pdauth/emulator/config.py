@@ -42,6 +42,14 @@ class EmulatorConfig:
       ``None`` takes it from each request.
     - ``issuer``: the id_token ``iss`` and discovery ``issuer``; the default is what PagerDuty's
       production sample token carries (its prose says ``identity.pagerduty.com``).
+    - ``webhook_*``: v3 webhook delivery (PagerDuty/developer-docs webhooks 02-Behavior.md):
+      a 5 s timeout, 5 attempts, disablement for 24 hours after 3 consecutive dropped webhooks,
+      at most 4000 queued per subscription. PagerDuty documents "exponential backoff over the
+      course of about 20 minutes" but not the schedule: ``webhook_retry_delays`` (30, 90, 270,
+      810 s, i.e. 20 minutes) is our assumption, multiplied by ``webhook_retry_scale`` (e.g.
+      0.001 on a real socket, where the emulator clock runs in real time). The
+      ``User-Agent`` is our assumption too; ``webhook_bad_signatures`` signs every delivery
+      with a wrong key (negative tests).
     """
 
     seed: int = 1
@@ -58,6 +66,15 @@ class EmulatorConfig:
     users_per_account: int = 250
     id_token_ttl: int = 3600
     demo_app: bool = True
+    webhook_timeout: float = 5.0
+    webhook_max_attempts: int = 5
+    webhook_retry_delays: tuple[float, ...] = (30.0, 90.0, 270.0, 810.0)
+    webhook_retry_scale: float = 1.0
+    webhook_disable_after: int = 3
+    webhook_disable_for: float = 86_400.0
+    webhook_queue_limit: int = 4000
+    webhook_user_agent: str = "PagerDuty-Webhook/V3.0"
+    webhook_bad_signatures: bool = False
 
     def __post_init__(self) -> None:
         if self.rate_limit < 1:
@@ -80,6 +97,24 @@ class EmulatorConfig:
             raise ValueError("users_per_account must be at least 1")
         if self.id_token_ttl < 1:
             raise ValueError("id_token_ttl must be at least 1 second")
+        self._check_webhooks()
+
+    def _check_webhooks(self) -> None:
+        if not (math.isfinite(self.webhook_timeout) and self.webhook_timeout > 0):
+            raise ValueError("webhook_timeout must be a positive number of seconds")
+        if self.webhook_max_attempts < 1:
+            raise ValueError("webhook_max_attempts must be at least 1")
+        delays = self.webhook_retry_delays
+        if not delays or not all(math.isfinite(d) and d >= 0 for d in delays):
+            raise ValueError("webhook_retry_delays must be non-negative seconds (at least one)")
+        if not (math.isfinite(self.webhook_retry_scale) and self.webhook_retry_scale >= 0):
+            raise ValueError("webhook_retry_scale must be a non-negative number")
+        if self.webhook_disable_after < 1:
+            raise ValueError("webhook_disable_after must be at least 1")
+        if not (math.isfinite(self.webhook_disable_for) and self.webhook_disable_for >= 0):
+            raise ValueError("webhook_disable_for must be a non-negative number of seconds")
+        if self.webhook_queue_limit < 1:
+            raise ValueError("webhook_queue_limit must be at least 1")
 
     def access_ttl(self, kind: AppKind) -> int:
         """Access-token lifetime in seconds for an app of ``kind`` (override wins)."""

@@ -249,6 +249,7 @@ class ControlEndpoints:
     async def stats(self, request: Request) -> Response:
         snap = self.state.stats.snapshot()
         snap["faults_pending"] = self.state.faults.pending()
+        snap["webhooks"] = self.state.webhooks.stats()
         return JSONResponse(snap)
 
     async def list_apps(self, request: Request) -> Response:

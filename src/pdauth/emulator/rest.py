@@ -1,9 +1,11 @@
 """The emulated PagerDuty REST API v2 (a subset), for one service region.
 
 Serves ``/users/me``, ``/users``, ``/users/{id}``, ``/services``, ``/services/{id}``,
-``/incidents`` (GET and POST), ``/abilities``, ``/abilities/{id}``, ``/audit/records`` and
-``DELETE /oauth_delegations`` from the seeded :class:`~pdauth.emulator.data.Directory`, with
-PagerDuty's wire conventions (its public PagerDuty/developer-docs, REST-API 02-Authentication,
+``/incidents`` (GET and POST), ``PUT /incidents/{id}``, ``/webhook_subscriptions`` (and
+``/{id}``, ``/{id}/enable``, ``/{id}/ping``; :mod:`~pdauth.emulator.webhook_ops`),
+``/abilities``, ``/abilities/{id}``, ``/audit/records`` and ``DELETE /oauth_delegations``
+from the seeded :class:`~pdauth.emulator.data.Directory`, with PagerDuty's wire conventions (its
+public PagerDuty/developer-docs, REST-API 02-Authentication,
 04-Rate-Limits, 09-Pagination, 14-Errors, and the official OpenAPI schema):
 ``Authorization: Bearer <oauth token>`` or ``Token token=<api key>``, the
 ``{"error": {"message", "code", "errors"}}`` envelope, classic offset pagination (limit <= 100,
@@ -47,6 +49,7 @@ from pdauth.emulator.rest_support import (
     json_response,
     not_found,
 )
+from pdauth.emulator.webhook_ops import WebhookOperations
 
 if TYPE_CHECKING:
     from pdauth.emulator.state import EmulatorState
@@ -84,10 +87,11 @@ class RestApi:
         state.reset_hooks.append(self.limiter.reset)
         state.reset_hooks.append(self.accept_counts.clear)
         self.operations = Operations(state, region)
+        self.webhook_operations = WebhookOperations(state, region)
         self.router = Router(routes=self._routes(), redirect_slashes=False, default=self._unmatched)
 
     def _routes(self) -> list[BaseRoute]:
-        ops = self.operations
+        ops, hooks = self.operations, self.webhook_operations
         table: list[tuple[str, dict[str, Handler]]] = [
             ("/users/me", {"GET": ops.get_me}),
             ("/users", {"GET": ops.list_users}),
@@ -98,7 +102,22 @@ class RestApi:
             ("/abilities", {"GET": ops.list_abilities}),
             ("/abilities/{id}", {"GET": ops.check_ability}),
             ("/audit/records", {"GET": ops.list_audit_records}),
+            ("/incidents/{id}", {"PUT": hooks.update_incident}),
             ("/oauth_delegations", {"DELETE": ops.delete_oauth_delegations}),
+            (
+                "/webhook_subscriptions",
+                {"GET": hooks.list_subscriptions, "POST": hooks.create_subscription},
+            ),
+            (
+                "/webhook_subscriptions/{id}",
+                {
+                    "GET": hooks.get_subscription,
+                    "PUT": hooks.update_subscription,
+                    "DELETE": hooks.delete_subscription,
+                },
+            ),
+            ("/webhook_subscriptions/{id}/enable", {"POST": hooks.enable_subscription}),
+            ("/webhook_subscriptions/{id}/ping", {"POST": hooks.ping_subscription}),
         ]
         routes: list[BaseRoute] = []
         for template, handlers in table:

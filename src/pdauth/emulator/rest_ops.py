@@ -266,6 +266,7 @@ class Operations:
         )
         logger.info("incident #%d created by %s", incident.incident_number, requester.id)
         links = self._links(request, principal.account)
+        self.state.webhooks.emit_incident(links, incident, "incident.triggered", requester)
         return json_response(201, {"incident": links.incident(incident)})
 
     def _requester(self, request: Request, principal: Principal) -> User:

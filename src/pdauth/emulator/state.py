@@ -29,6 +29,7 @@ from joserfc.jwk import RSAKey
 
 from pdauth.emulator.config import AppKind, EmulatorConfig
 from pdauth.emulator.instruments import Fault, FaultKind, FaultQueue, FaultTarget, Stats
+from pdauth.emulator.webhooks import WebhookHub
 
 if TYPE_CHECKING:
     from pdauth.emulator.data import Directory
@@ -74,6 +75,7 @@ class EmulatorClock:
         self._start = start
         self._offset = 0.0
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
 
     def now(self) -> float:
         base = time.time() if self._start is None else self._start
@@ -88,6 +90,14 @@ class EmulatorClock:
             raise ValueError("the emulator clock does not go backwards")
         with self._lock:
             self._offset += seconds
+            listeners = list(self._listeners)
+        for listener in listeners:  # e.g. webhook deliveries that just became due
+            listener()
+
+    def on_advance(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (from the advancing thread) after every :meth:`advance`."""
+        with self._lock:
+            self._listeners.append(listener)
 
 
 @dataclass(frozen=True)
@@ -277,6 +287,9 @@ class EmulatorState:
         self._token_tag = new_pd_id("X")[:6]
         # Other parts (e.g. the REST rate limiter) register here to be cleared by reset().
         self.reset_hooks: list[Callable[[], None]] = []
+        # v3 webhook subscriptions and their deliveries (reset() forgets them too).
+        self.webhooks = WebhookHub(self)
+        self.reset_hooks.append(self.webhooks.reset)
 
     def reset(self) -> None:
         """Forget codes, grants, tokens, pending consents, faults and counters; apps, keys,
