@@ -14,9 +14,14 @@ after the first window's worth of requests), 429s the emulator served, and the l
 call (its waits included). A bursty client can exceed 1.0 L on a short
 run by spending two windows' budgets across one window boundary; pdauth spreads the budget
 instead. A second part measures per-request overhead against raw httpx on the in-process
-emulator with a limit that never binds (target: at most 1.15 times).
+emulator with a limit that never binds (target: at most 1.10 times).
 
-Usage: ``.venv/bin/python benchmarks/bench_ratelimit.py [--json DIR] [--quick]``
+Targets for pdauth: no 429 anywhere; 300 requests at 100 / 5 s reach at least 0.97 L (the
+first, uncalibrated window costs no more than a round trip over the ideal); 1 920 requests at
+960 / 60 s reach at least 0.99 L.
+
+Usage: ``.venv/bin/python benchmarks/bench_ratelimit.py [--json DIR] [--quick]
+[--clients pdauth,pagerduty,httpx+reset]``
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.server import EmulatorServer
 
 WORKERS = 8
+CLIENTS = ("pdauth", "pagerduty", "httpx+reset")
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 PATHS = [
     "/users?limit=100&offset=0",
@@ -222,6 +228,9 @@ async def overhead(rounds: int, batch: int, workers: int) -> dict[str, Any]:
     Paired design: each round times one batch through each client, in alternating order, and
     the result is the median of the per-round ratios, so that load from other processes on a
     shared machine (which comes and goes over seconds) affects both sides of each pair alike.
+    Every round sends ``batch`` requests, shared by ``workers`` tasks. Time is this process's
+    CPU time: in-process there is no I/O to wait for, so CPU time is
+    the cost, and other processes on a shared machine do not count in it.
     """
     app = create_app(EmulatorConfig(rate_limit=10**9, rate_window=60))
     key = app.state.emulator.directory.api_keys["PACME01"].token
@@ -230,15 +239,15 @@ async def overhead(rounds: int, batch: int, workers: int) -> dict[str, Any]:
     headers = {"Authorization": f"Token token={key}", "Accept": ACCEPT}
 
     async def timed(call: Callable[[], Awaitable[None]]) -> float:
-        counter = iter(range(batch * workers))
+        counter = iter(range(batch))
 
         async def worker() -> None:
             for _ in counter:
                 await call()
 
-        start = time.perf_counter()
+        start = time.process_time()
         await asyncio.gather(*(worker() for _ in range(workers)))
-        return time.perf_counter() - start
+        return time.process_time() - start
 
     async with (
         httpx.AsyncClient(
@@ -272,7 +281,7 @@ async def overhead(rounds: int, batch: int, workers: int) -> dict[str, Any]:
             ratios.append(our_s / raw_s)
             raw_times.append(raw_s)
             our_times.append(our_s)
-    n = batch * workers
+    n = batch
     raw_us = statistics.median(raw_times) / n * 1e6
     our_us = statistics.median(our_times) / n * 1e6
     return {
@@ -290,22 +299,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="DIR", help="also write bench_ratelimit.json here")
     parser.add_argument("--quick", action="store_true", help="a smoke run (small N)")
+    parser.add_argument(
+        "--clients",
+        default=",".join(CLIENTS),
+        help="comma-separated subset of the clients to run (default: all)",
+    )
     args = parser.parse_args()
+    clients = [c for c in args.clients.split(",") if c]
+    if not clients or any(c not in CLIENTS for c in clients):
+        parser.error(f"--clients takes names among {', '.join(CLIENTS)}")
 
     # The short window's limit stays well under what one shared machine can serve over TLS
     # (~70 pages of 100 users per second here), so the limit, not the CPU, is what binds.
     if args.quick:
-        plans = [("pagerduty 960/60s", 960, 60.0, 120), ("short 150/5s", 150, 5.0, 450)]
-        rounds, batch = 20, 25
+        plans = [("short 100/5s", 100, 5.0, 300)]
+        rounds, batch = 20, 200
     else:
-        plans = [("pagerduty 960/60s", 960, 60.0, 1920), ("short 150/5s", 150, 5.0, 900)]
-        rounds, batch = 60, 50
+        plans = [
+            ("pagerduty 960/60s", 960, 60.0, 1920),
+            ("short 100/5s", 100, 5.0, 300),
+            ("short 150/5s", 150, 5.0, 900),
+        ]
+        rounds, batch = 60, 400
 
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
         tls = make_tls(Path(tmp))
         for window, limit, window_s, n in plans:
-            for name in ("pdauth", "pagerduty", "httpx+reset"):
+            for name in clients:
                 print(f"… {window}: {name}, N={n}", flush=True)
                 runs.append(one_run(window, name, limit, window_s, n, tls))
     costs = [asyncio.run(overhead(rounds, batch, w)) for w in (1, WORKERS)]
@@ -327,7 +348,7 @@ def main() -> int:
             f"overhead, in-process, {cost['workers']} worker(s), {cost['rounds']} paired rounds "
             f"of {cost['requests_per_round']} requests: raw httpx "
             f"{cost['raw_httpx_us_per_request']} µs/req, pdauth {cost['pdauth_us_per_request']} "
-            f"µs/req, median ratio {cost['ratio']} (target <= 1.15)"
+            f"µs/req, median ratio {cost['ratio']} (target <= 1.10)"
         )
     ours = [r for r in runs if r.client == "pdauth"]
     targets = {
@@ -336,7 +357,13 @@ def main() -> int:
         "pdauth_sustained_rate_at_least_0.95L": all(r.sustained_fraction >= 0.95 for r in ours),
         "pdauth_zero_429": all(r.rate_limited == 0 for r in ours),
         "pdauth_longest_call_within_window": all(r.longest_call_s <= r.window_s for r in ours),
-        "overhead_at_most_1.15x": all(c["ratio"] <= 1.15 for c in costs),
+        "pdauth_100_per_5s_at_least_0.97L": all(
+            r.rate_fraction >= 0.97 for r in ours if (r.limit, r.window_s) == (100, 5.0)
+        ),
+        "pdauth_960_per_60s_at_least_0.99L": all(
+            r.rate_fraction >= 0.99 for r in ours if (r.limit, r.window_s) == (960, 60.0)
+        ),
+        "overhead_at_most_1.10x": all(c["ratio"] <= 1.10 for c in costs),
     }
     print("targets:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in targets.items()))
     if args.json:

@@ -99,6 +99,21 @@ def test_the_lua_rules_pace_like_the_python_ones(prefix: str, rounding: str) -> 
     assert result.steady_rate(300) >= 0.95 * 300 / 5.0
 
 
+@pytest.mark.parametrize("rounding", ["ceil", "floor", "round", "float"])
+def test_the_lua_rules_decide_as_the_python_ones(prefix: str, rounding: str) -> None:
+    """Same server, same seed: the Lua scripts and PacingState make the same decisions (to the
+    microsecond Redis stores times at), first window and failed early probes included."""
+    runs = []
+    with redis.Redis.from_url(REDIS_URL) as client:
+        for state in (None, LuaPacing(client, prefix)):
+            server = FixedWindowServer(100, 5.0, rounding)  # type: ignore[arg-type]
+            runs.append(simulate(server, workers=8, requests=300, seed=7, state=state))
+    python, lua = runs
+    assert python.rejected == lua.rejected == 0
+    assert lua.done_at[100] == pytest.approx(python.done_at[100], abs=0.01)
+    assert lua.elapsed == pytest.approx(python.elapsed, abs=0.05)
+
+
 def test_a_crashed_process_does_not_hold_a_probe_forever(prefix: str) -> None:
     with redis.Redis.from_url(REDIS_URL) as client:
         lua = LuaPacing(client, prefix)

@@ -29,7 +29,10 @@ The model, in four rules:
    guaranteed end of the window. The estimate is calibrated at every observed rollover, so a
    server that ceils ``reset`` does not cost a second per window; before the first rollover,
    one extra probe goes out where a ceiled ``reset`` would end the window (floor and ceil
-   read the same until then), costing one request if the server floors.
+   read the same until then) and the budget is spread up to that point, so the first window
+   costs a round trip over the ideal, not a second. If the server floors or rounds instead,
+   that probe comes back from the old window: the budget then runs out up to a second early,
+   once, and no early probe is tried again.
 
 With no headers seen yet, one probe request goes first and the others wait for its answer; if
 the server answers successfully without headers, pacing is off and only the concurrency limit
@@ -123,6 +126,7 @@ class PacingState:
     calibrated: bool = False
     integral_reset: bool = False
     early_probed: bool = False
+    early_failed: bool = False
     window_last_send: float = -math.inf
     inflight: list[int] = field(default_factory=list)
 
@@ -155,12 +159,12 @@ class PacingState:
                 return wake - now
             spare = avail - 1  # one request stays in reserve for the rollover probe
             ticket = self._admit(now, probe=False)
-            self.next_slot = now + max(0.0, self.estimated_end() - now) / spare
+            self.next_slot = now + max(0.0, self._spread_end(early) - now) / spare
             return ticket
         if self.probe is not None:
             return math.inf
         if avail == 1:
-            target = self.estimated_end()
+            target = min(self.estimated_end(), early)
             return target - now if target - now > MIN_WAIT else self._admit(now, probe=True)
         if self.hi - now > MIN_WAIT:
             return self.hi - now
@@ -172,11 +176,20 @@ class PacingState:
             return -math.inf
         return max(self.lo, min(self.hi, self.hi + self.offset + self.margin))
 
+    def _spread_end(self, early: float) -> float:
+        """Where the budget is spread to: the estimated end of the window, or, while an early
+        probe is still to go, the end it checks. Spreading to the earlier end costs nothing if
+        the window lasts longer (the accounting still caps the budget; the probe's answer then
+        says how long is left), whereas spreading to the later end would strand a second's
+        worth of budget when the window ends early."""
+        end = self.estimated_end()
+        return min(end, early - self.margin) if math.isfinite(early) else end
+
     def _early_probe_time(self) -> float:
         """Until a rollover has been seen, an integer ``reset`` leaves the window's end
         uncertain by a second (floor and ceil read the same): one probe at the earliest
         plausible end finds out, at the cost of one request if it was too early."""
-        if self.calibrated or self.early_probed or not self.integral_reset:
+        if self.calibrated or self.early_probed or self.early_failed or not self.integral_reset:
             return math.inf
         if not math.isfinite(self.hi):
             return math.inf
@@ -224,6 +237,10 @@ class PacingState:
             return
         if obs_hi < self.lo:
             return  # a late answer from a window that already ended
+        if ticket.probe and self.early_probed and not self.calibrated:
+            # The early probe came back from the window it meant to see the end of: the server
+            # does not round reset up, so the early end is wrong for it; never probe early again.
+            self.early_failed = True
         if ticket.probe and headers.remaining == 0 and self.calibrated:
             # The rollover probe went out before the window ended: aim later next time.
             self.margin = min(MAX_MARGIN, 2.0 * self.margin)

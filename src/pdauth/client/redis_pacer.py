@@ -52,7 +52,7 @@ if not now then
 end
 local h = redis.call('HMGET', S, 'limit', 'ceiling', 'last_seq', 'lo', 'hi', 'offset', 'margin',
   'next_slot', 'blocked_until', 'headerless', 'extra', 'probe', 'window_last_send',
-  'calibrated', 'integral', 'early_probed')
+  'calibrated', 'integral', 'early_probed', 'early_failed')
 local limit, ceiling, last = num(h[1], nil), num(h[2], 0), num(h[3], 0)
 local lo, hi = num(h[4], nil), num(h[5], nil)
 local offset, margin = num(h[6], 0), num(h[7], 0.05)
@@ -60,6 +60,7 @@ local next_slot, blocked = num(h[8], nil), num(h[9], nil)
 local headerless, extra, probe = h[10] == '1', num(h[11], 0), num(h[12], nil)
 local wls = num(h[13], nil)
 local calibrated, integral, early_probed = h[14] == '1', h[15] == '1', h[16] == '1'
+local early_failed = h[17] == '1'
 local function touch()
   for _, k in ipairs({S, F, E}) do redis.call('EXPIRE', k, 86400) end
 end
@@ -104,7 +105,7 @@ if not limit then
 end
 local avail = ceiling - last - extra
 local early = nil  -- see PacingState._early_probe_time
-if hi and integral and not calibrated and not early_probed then
+if hi and integral and not calibrated and not early_probed and not early_failed then
   early = hi - INTEGER_SLACK
   if lo and early < lo then early = lo end
   early = early + margin
@@ -122,7 +123,8 @@ if avail >= 2 then
   local r = admit(false)
   local gap = 0
   if hi then
-    local e = estimated_end()
+    local e = estimated_end()  -- see PacingState._spread_end
+    if early and early - margin < e then e = early - margin end
     if e > now then gap = (e - now) / spare end
   end
   redis.call('HSET', S, 'next_slot', fmt(now + gap))
@@ -132,6 +134,7 @@ if probe then return wait(nil) end
 if not hi then return wait(nil) end
 if avail == 1 then
   local e = estimated_end()
+  if early and early < e then e = early end
   if e - now > MIN_WAIT then return wait(e - now) end
   return admit(true)
 end
@@ -182,6 +185,7 @@ if first or obs_lo > hi or sent >= hi then
   return 1
 end
 if obs_hi < lo then return 0 end
+if is_probe and early_probed and not calibrated then redis.call('HSET', S, 'early_failed', 1) end
 if is_probe and remaining == 0 and calibrated then
   redis.call('HSET', S, 'margin', fmt(math.min({MAX_MARGIN!r}, 2 * margin)))
 end

@@ -1,27 +1,27 @@
 """``PagerDutyClient``: PagerDuty's REST API v2 over httpx, polite and hard to misuse.
 
-The only module of pdauth's client that imports httpx (held, never subclassed). One call is:
-wait for the pacer (:mod:`pdauth.client.pacing`; it also keeps the per-credential concurrency
-limit), send with ``Authorization`` from the :class:`~pdauth.client.credentials.TokenSource`
-and ``Accept: application/vnd.pagerduty+json;version=2``, report the ``ratelimit-*`` headers
-back to the pacer, then decide (:mod:`pdauth.client.retry`): return the JSON, retry, refresh
-once after a 401, or raise a typed error from :mod:`pdauth.errors`. Every call has a deadline
+The client's HTTP face (httpx held, never subclassed; :mod:`~pdauth.client.urls` and
+:mod:`~pdauth.client.responses` are its helpers). One call is: wait for the pacer
+(:mod:`pdauth.client.pacing`; it also keeps the per-credential concurrency limit), send with
+``Authorization`` from the :class:`~pdauth.client.credentials.TokenSource` and
+``Accept: application/vnd.pagerduty+json;version=2``, report the ``ratelimit-*`` headers back
+to the pacer, then decide (:mod:`pdauth.client.retry`): return the JSON, retry, refresh once
+after a 401, or raise a typed error from :mod:`pdauth.errors`. Every call has a deadline
 covering all its waits. Redirects are never followed and the credential is never sent outside
-the base URL.
+the base URL. python-pagerduty's conveniences (``rget``, ``find``, ``list_all``) sit on top,
+under the names its users know.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-import re
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from importlib.metadata import PackageNotFoundError, version
-from ipaddress import ip_address
 from types import TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -37,17 +37,22 @@ from pdauth.client.pagination import (
     unwrap_page,
     uses_cursor,
 )
-from pdauth.client.retry import FailureKind, RetryPolicy, parse_retry_after, should_retry
+from pdauth.client.responses import (
+    Failure,
+    api_error,
+    parse_success,
+    ratelimit_fields,
+    transport_failure,
+)
+from pdauth.client.retry import RetryPolicy, parse_retry_after, should_retry
+from pdauth.client.urls import ApiBase
 from pdauth.clock import Clock, SystemClock
 from pdauth.errors import (
     AuthenticationError,
-    ConfigurationError,
     DeadlineExceededError,
     PagerDutyAPIError,
     RateLimitedError,
     RequestRefusedError,
-    ScopeError,
-    TransportError,
 )
 from pdauth.metrics import observe_api, observe_pacing_delay, observe_rate_limited
 
@@ -58,7 +63,6 @@ ACCEPT = "application/vnd.pagerduty+json;version=2"
 DEFAULT_MAX_CONCURRENCY = 8
 
 _log = logging.getLogger("pdauth.client")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 Params = Mapping[str, Any]
 
@@ -70,41 +74,23 @@ def _user_agent() -> str:
         return "pdauth"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _on_asyncio() -> bool:
+    # No asyncio loop running in this thread: trio, through anyio.
+    return asyncio._get_running_loop() is not None
 
 
-def _normalise_base(base_url: str) -> httpx.URL:
-    """https only (http on a loopback host), no credentials, query or fragment."""
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in base_url):
-        raise ConfigurationError("the API base URL must not contain spaces or control characters")
-    try:
-        parts = urlsplit(base_url)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise ConfigurationError("the API base URL has a malformed host or port") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise ConfigurationError("the API base URL must be an absolute https:// URL")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigurationError(
-            "the API base URL must use https (http only on a loopback host: 127.0.0.0/8, ::1, "
-            "localhost)"
-        )
-    if "@" in parts.netloc or parts.query or parts.fragment or "?" in base_url:
-        raise ConfigurationError(
-            "the API base URL must not contain credentials, a query or a fragment"
-        )
-    return httpx.URL(base_url.rstrip("/"))
+class _Call:
+    """What one call keeps across its attempts."""
 
+    __slots__ = ("deadline_at", "failures", "idempotent", "method", "refreshed", "throttled")
 
-def _path_of(url: httpx.URL) -> str:
-    return url.path.rstrip("/")
+    def __init__(self, method: str, idempotent: bool | None, deadline_at: float) -> None:
+        self.method = method
+        self.idempotent = idempotent
+        self.deadline_at = deadline_at
+        self.refreshed = False
+        self.failures = 0
+        self.throttled = 0
 
 
 class PagerDutyClient:
@@ -146,9 +132,7 @@ class PagerDutyClient:
             "@" not in from_email or not from_email.isprintable() or len(from_email) > 320
         ):
             raise ValueError("from_email must be the email address of a PagerDuty user")
-        self._base = _normalise_base(base_url)
-        self._base_str = str(self._base)
-        self._base_path = _path_of(self._base)
+        self._base = ApiBase(base_url)
         self._tokens = tokens
         self._headers = {"Accept": ACCEPT, "User-Agent": _user_agent()}
         if from_email is not None:
@@ -190,10 +174,10 @@ class PagerDutyClient:
 
     @property
     def base_url(self) -> str:
-        return str(self._base)
+        return self._base.text
 
     def __repr__(self) -> str:
-        return f"PagerDutyClient(base_url={str(self._base)!r})"
+        return f"PagerDutyClient(base_url={self._base.text!r})"
 
     async def __aenter__(self) -> Self:
         return self
@@ -248,120 +232,115 @@ class PagerDutyClient:
         been sent; ``deadline`` and ``timeout`` override the client's for this call.
         """
         method = method.upper()
-        url = self._url(path)
-        where = self._where(url)
+        url = self._base.resolve(path)
         extra = self._check_headers(headers)
         budget = self._deadline if deadline is None else deadline
         attempt_timeout = self._timeout if timeout is None else timeout
         if not (budget > 0 and attempt_timeout > 0):
             raise ValueError("deadline and timeout must be positive")
-        deadline_at = self._clock.monotonic() + budget
+        call = _Call(method, idempotent, self._clock.monotonic() + budget)
         key = self._tokens.pacing_key
         auth = await self._tokens.authorization()
-        refreshed = False
-        failures = 0
-        throttled = 0
         while True:
-            left = deadline_at - self._clock.monotonic()
-            if left <= 0:
+            if call.deadline_at <= self._clock.monotonic():
+                where = self._base.where(url)
                 raise DeadlineExceededError(f"{method} {where}: the call's deadline passed")
             outcome = await self._attempt(
-                key, method, url, params, json, extra, auth, attempt_timeout, deadline_at
+                key, call, url, params, json, extra, auth, attempt_timeout
             )
-            if isinstance(outcome, _Failure):
-                if failures < self._policy.retries and should_retry(
-                    method, outcome.kind, idempotent
+            if isinstance(outcome, Failure):
+                if call.failures < self._policy.retries and should_retry(
+                    method, outcome.kind, call.idempotent
                 ):
-                    await self._back_off(failures, deadline_at, outcome.error, method, where)
-                    failures += 1
+                    await self._back_off(call, outcome.error, self._base.where(url))
                     continue
                 raise outcome.error
-            response = outcome
-            status = response.status_code
-            if 200 <= status < 300:
-                return self._parse_success(response, method, where)
-            error = self._api_error(response, method, where)
-            if status == 401 and not refreshed:
-                refreshed = True
-                try:
-                    auth = await self._tokens.refresh(auth)
-                except AuthenticationError:
-                    raise error from None
-                _log.info("%s %s: 401, retrying once with a refreshed token", method, where)
-                continue
-            if status == 429:
-                delay = self._policy.throttle_delay(
-                    parse_ratelimit_headers(_ratelimit_fields(response)),
-                    parse_retry_after(response.headers.get("retry-after"), self._clock.now()),
-                    throttled,
-                    self._rng.random(),
+            if 200 <= outcome.status_code < 300:
+                return parse_success(outcome, method, self._base.where(url))
+            auth = await self._after_error(outcome, call, key, auth, self._base.where(url))
+
+    async def _after_error(
+        self, response: httpx.Response, call: _Call, key: str, auth: str, where: str
+    ) -> str:
+        """Decide after a non-2xx answer: refresh once after a 401, wait after a 429, back off
+        after a 5xx, or raise. Returns the Authorization value for the next attempt."""
+        status, method = response.status_code, call.method
+        error = api_error(response, method, where)
+        if status == 401 and not call.refreshed:
+            call.refreshed = True
+            try:
+                auth = await self._tokens.refresh(auth)
+            except AuthenticationError:
+                raise error from None
+            _log.info("%s %s: 401, retrying once with a refreshed token", method, where)
+            return auth
+        if status == 429:
+            delay = self._policy.throttle_delay(
+                parse_ratelimit_headers(ratelimit_fields(response)),
+                parse_retry_after(response.headers.get("retry-after"), self._clock.now()),
+                call.throttled,
+                self._rng.random(),
+            )
+            call.throttled += 1
+            if self._clock.monotonic() + delay >= call.deadline_at:
+                raise RateLimitedError(
+                    429, error.message, error.code, error.errors, method, where, retry_after=delay
                 )
-                throttled += 1
-                if self._clock.monotonic() + delay >= deadline_at:
-                    raise RateLimitedError(
-                        429,
-                        error.message,
-                        error.code,
-                        error.errors,
-                        method,
-                        where,
-                        retry_after=delay,
-                    )
-                _log.info("%s %s: 429, waiting %.2fs", method, where, delay)
-                observe_rate_limited(delay)
-                await self._pacer.block(key, delay)
-                continue
-            if (
-                status >= 500
-                and failures < self._policy.retries
-                and should_retry(method, "server_error", idempotent)
-            ):
-                await self._back_off(failures, deadline_at, error, method, where)
-                failures += 1
-                continue
-            raise error
+            _log.info("%s %s: 429, waiting %.2fs", method, where, delay)
+            observe_rate_limited(delay)
+            await self._pacer.block(key, delay)
+            return auth
+        if (
+            status >= 500
+            and call.failures < self._policy.retries
+            and should_retry(method, "server_error", call.idempotent)
+        ):
+            await self._back_off(call, error, where)
+            return auth
+        raise error
 
     async def _attempt(
         self,
         key: str,
-        method: str,
+        call: _Call,
         url: httpx.URL | str,
         params: Params | None,
         json: Any,
         headers: dict[str, str],
         auth: str,
         attempt_timeout: float,
-        deadline_at: float,
-    ) -> httpx.Response | _Failure:
+    ) -> httpx.Response | Failure:
         """One paced send: a pacer ticket (which is also a concurrency slot), the request,
         the feedback."""
+        method = call.method
         asked_at = self._clock.monotonic()
         ticket = await self._pacer.acquire(
-            key, max_wait=deadline_at - asked_at, max_concurrency=self._max_concurrency
+            key, max_wait=call.deadline_at - asked_at, max_concurrency=self._max_concurrency
         )
-        observe_pacing_delay(self._clock.monotonic() - asked_at)
-        left = deadline_at - self._clock.monotonic()
+        now = self._clock.monotonic()
+        observe_pacing_delay(now - asked_at)
+        left = call.deadline_at - now
         if left <= 0:
             await self._pacer.abandon(key, ticket)
-            raise DeadlineExceededError(f"{method} {self._where(url)}: the deadline passed")
+            raise DeadlineExceededError(f"{method} {self._base.where(url)}: the deadline passed")
         attempt_timeout = min(attempt_timeout, left)
-        fixed = {**self._headers, **headers}
         request = self._http.build_request(
-            method, url, params=params, json=json, headers=fixed or None,
-            timeout=attempt_timeout,
+            method, url, params=params, json=json,
+            headers={**self._headers, **headers} or None,
+            # Our own httpx client already has this client's timeout: no new Timeout per call.
+            timeout=(
+                httpx.USE_CLIENT_DEFAULT
+                if self._owns_http and attempt_timeout == self._timeout
+                else attempt_timeout
+            ),
         )  # fmt: skip
         request.headers["Authorization"] = auth  # set last: nothing can override it
         try:
-            # httpx times each network phase separately, and an in-process transport not at
-            # all: this bounds the whole attempt, whatever the transport.
-            with anyio.CancelScope(deadline=anyio.current_time() + attempt_timeout) as scope:
-                response = await self._http.send(request, follow_redirects=False)
-            if scope.cancelled_caught:
-                raise TimeoutError
+            response = await self._send(request, attempt_timeout)
         except (httpx.TransportError, TimeoutError) as exc:
             observe_api(method, None)
             await self._pacer.abandon(key, ticket)
-            return self._transport_failure(exc, method, self._where(url), attempt_timeout, left)
+            return transport_failure(exc, method, self._base.where(url), attempt_timeout, left)
         except BaseException:
             await self._pacer.abandon(key, ticket)
             raise
@@ -370,41 +349,27 @@ class PagerDutyClient:
             key,
             ticket,
             status=response.status_code,
-            headers=parse_ratelimit_headers(_ratelimit_fields(response)),
+            headers=parse_ratelimit_headers(ratelimit_fields(response)),
         )
         return response
 
-    def _transport_failure(
-        self,
-        exc: httpx.TransportError | TimeoutError,
-        method: str,
-        where: str,
-        attempt_timeout: float,
-        left: float,
-    ) -> _Failure:
-        # Nothing was sent if the connection never came up (or no pooled one was free).
-        kind: FailureKind = (
-            "not_sent"
-            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-            else "unknown"
-        )
-        timed_out = isinstance(exc, httpx.TimeoutException | TimeoutError)
-        what = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-        error: TransportError
-        if timed_out and attempt_timeout >= left:
-            error = DeadlineExceededError(f"{method} {where}: the call's deadline passed ({what})")
-        else:
-            error = TransportError(f"{method} {where}: could not reach PagerDuty ({what})")
-        error.__cause__ = exc
-        return _Failure(kind, error)
+    async def _send(self, request: httpx.Request, seconds: float) -> httpx.Response:
+        """Send, bounding the whole attempt: httpx times each network phase separately, and an
+        in-process transport not at all. On asyncio its own timeout does it (a fraction of the
+        cost of an anyio cancel scope, on every call); elsewhere anyio's. Both raise
+        TimeoutError."""
+        if _on_asyncio():
+            async with asyncio.timeout(seconds):
+                return await self._http.send(request, follow_redirects=False)
+        with anyio.fail_after(seconds):
+            return await self._http.send(request, follow_redirects=False)
 
-    async def _back_off(
-        self, failures: int, deadline_at: float, error: Exception, method: str, where: str
-    ) -> None:
-        delay = self._policy.backoff(failures, self._rng.random())
-        if self._clock.monotonic() + delay >= deadline_at:
+    async def _back_off(self, call: _Call, error: Exception, where: str) -> None:
+        delay = self._policy.backoff(call.failures, self._rng.random())
+        if self._clock.monotonic() + delay >= call.deadline_at:
             raise error
-        _log.info("%s %s: %s; retry in %.2fs", method, where, type(error).__name__, delay)
+        _log.info("%s %s: %s; retry in %.2fs", call.method, where, type(error).__name__, delay)
+        call.failures += 1
         await self._sleep(delay)
 
     # -- pagination ------------------------------------------------------------------------
@@ -520,52 +485,15 @@ class PagerDutyClient:
         except ValueError as exc:
             raise PagerDutyAPIError(200, str(exc), method="GET", path=path) from None
 
-    # -- URLs, headers, bodies -------------------------------------------------------------
+    # -- URLs and headers ------------------------------------------------------------------
 
     def _url(self, path: str) -> httpx.URL | str:
-        """The absolute URL for ``path``; refuses anything outside the base URL, so the
-        credential never travels elsewhere."""
-        if not isinstance(path, str) or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in path):
-            raise RequestRefusedError("the path must be a string without spaces or controls")
-        if "\\" in path or path.startswith("//"):
-            raise RequestRefusedError("the path must be relative to the API base URL")
-        raw = path.split("?", 1)[0].split("#", 1)[0]
-        if "." in raw and any(
-            seg.lower().replace("%2e", ".") in (".", "..") for seg in raw.split("/")
-        ):
-            raise RequestRefusedError("the path must not contain '.' or '..' segments")
-        if "%" in raw and "%2e" in raw.lower():
-            raise RequestRefusedError("the path must not contain '.' or '..' segments")
-        if not _SCHEME.match(path):
-            # Relative, no dot segments, no authority: it cannot leave the base URL. A string
-            # is enough (httpx parses it once, when building the request).
-            return self._base_str + "/" + path.lstrip("/")
-        try:
-            url = httpx.URL(path)
-        except httpx.InvalidURL:
-            raise RequestRefusedError("the URL is malformed") from None
-        if (
-            url.scheme != self._base.scheme
-            or url.host != self._base.host
-            or url.port != self._base.port
-            or url.userinfo
-            or not (url.path == self._base_path or url.path.startswith(self._base_path + "/"))
-        ):
-            raise RequestRefusedError(
-                "refusing to send the PagerDuty credential to a URL outside the API base URL"
-            )
-        return url
-
-    def _where(self, url: httpx.URL | str) -> str:
-        """The URL's path (no query: it may carry e-mail addresses) for messages and logs."""
-        if isinstance(url, str):
-            rest = url[len(self._base_str) + 1 :].split("?", 1)[0].split("#", 1)[0]
-            return f"{self._base_path}/{rest}".rstrip("/") or "/"
-        return _path_of(url) or "/"
+        """The absolute URL for ``path`` (see :meth:`~pdauth.client.urls.ApiBase.resolve`)."""
+        return self._base.resolve(path)
 
     def _relative(self, path: str) -> str:
         """``path`` relative to the base URL (for pagination-style lookup)."""
-        return self._where(self._url(path))[len(self._base_path) :] or "/"
+        return self._base.relative(path)
 
     @staticmethod
     def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -575,82 +503,3 @@ class PagerDutyClient:
         if any(name.lower() in ("authorization", "host") for name in extra):
             raise RequestRefusedError("Authorization and Host are set by the client")
         return extra
-
-    @staticmethod
-    def _parse_success(response: httpx.Response, method: str, where: str) -> Any:
-        if response.status_code == 204 or not response.content.strip():
-            return None
-        try:
-            return response.json()
-        except (ValueError, RecursionError):  # not JSON, or nested beyond reason
-            raise PagerDutyAPIError(
-                response.status_code,
-                "PagerDuty answered with a body that is not JSON",
-                method=method,
-                path=where,
-            ) from None
-
-    @staticmethod
-    def _api_error(response: httpx.Response, method: str, where: str) -> PagerDutyAPIError:
-        """The typed error for a non-2xx answer, from PagerDuty's error envelope if any."""
-        status = response.status_code
-        message = response.reason_phrase or f"HTTP {status}"
-        code: int | None = None
-        errors: list[str] = []
-        scopes: list[str] = []
-        try:
-            body = response.json() if response.content.strip() else None
-        except (ValueError, RecursionError):
-            body = None
-        if isinstance(body, Mapping):
-            envelope = body.get("error")
-            if isinstance(envelope, Mapping):
-                if isinstance(envelope.get("message"), str):
-                    message = envelope["message"][:500]
-                if isinstance(envelope.get("code"), int) and not isinstance(
-                    envelope.get("code"), bool
-                ):
-                    code = envelope["code"]
-                raw_errors = envelope.get("errors")
-                if isinstance(raw_errors, list):
-                    errors = [str(e)[:500] for e in raw_errors[:20]]
-                scopes = _scopes(envelope.get("required_scopes"))
-            elif isinstance(envelope, str):
-                message = envelope[:500]
-            scopes = scopes or _scopes(body.get("required_scopes"))
-        if 300 <= status < 400:
-            message = "PagerDuty answered with a redirect, which pdauth never follows"
-        if status == 401:
-            return AuthenticationError(status, message, code, errors, method, where)
-        if status == 403:
-            return ScopeError(status, message, code, errors, method, where, required_scopes=scopes)
-        return PagerDutyAPIError(status, message, code, errors, method, where)
-
-
-def _ratelimit_fields(response: httpx.Response) -> dict[str, str]:
-    """The ``ratelimit-*`` headers in one pass (httpx's case-insensitive lookups cost more)."""
-    found: dict[str, str] = {}
-    for name, value in response.headers.raw:
-        lowered = name.lower()
-        if lowered.startswith(b"ratelimit-"):
-            found[lowered.decode("latin-1")] = value.decode("latin-1")
-    return found
-
-
-def _scopes(value: Any) -> list[str]:
-    """``required_scopes`` as PagerDuty sends it: a space- or comma-separated string, or a list."""
-    if isinstance(value, str):
-        return [s for s in value.replace(",", " ").split() if s][:50]
-    if isinstance(value, list):
-        return [s for s in value if isinstance(s, str)][:50]
-    return []
-
-
-class _Failure:
-    """An attempt that got no HTTP answer."""
-
-    __slots__ = ("error", "kind")
-
-    def __init__(self, kind: FailureKind, error: TransportError) -> None:
-        self.kind = kind
-        self.error = error
