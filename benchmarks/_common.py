@@ -28,9 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from pdauth.crypto import KeyRing
+from pdauth.sealing import GrantKey, Sealer, TokenColumn
 from pdauth.store import Store
 from pdauth.store.schema import connections
-from pdauth.tokens import connection_binding
 
 __all__ = [
     "PG_URL_DEFAULT",
@@ -202,6 +202,7 @@ def seed_connections(
     they are only good for vending, never for a REST call. Returns the connection ids.
     """
     now = time.time() if now is None else now
+    sealer = Sealer(keys)
     ids: list[str] = []
     chunk: list[dict[str, Any]] = []
 
@@ -214,8 +215,8 @@ def seed_connections(
     for i in range(count):
         owner, user, cid = f"owner-{i // owner_of}", f"PU{i:07d}", f"{prefix}{i:09d}"
 
-        def seal(value: str, column: str, owner: str = owner, user: str = user) -> str:
-            return keys.encrypt(value, connection_binding(owner, "user", "PBENCH1", user, column))
+        def seal(value: str, column: TokenColumn, owner: str = owner, user: str = user) -> str:
+            return sealer.seal_token(GrantKey(owner, "user", "PBENCH1", user), column, value)
 
         ids.append(cid)
         chunk.append(

@@ -68,8 +68,8 @@ from pdauth.connections import Connector
 from pdauth.crypto import format_key, generate_key
 from pdauth.emulator import EmulatorConfig, EmulatorServer, EmulatorState
 from pdauth.errors import PdauthError
+from pdauth.sealing import Sealer
 from pdauth.store import Store, upgrade
-from pdauth.tokens import token_binding
 
 NAME = "bench_refresh_storm"
 CLIENT_ID = "pdauth-demo"
@@ -374,7 +374,7 @@ def _losses(tool: str, db_url: str, ids: list[str], state: EmulatorState) -> tup
                     lost += 1
                     flagged += row is not None and row.status == "needs_reauth"
                     continue
-                value = keys.decrypt_text(row.refresh_token_ct, token_binding(row, "refresh_token"))
+                value = Sealer(keys).open_token(row, "refresh_token", row.refresh_token_ct)
                 lost += not _refresh_token_alive(state, value)
         finally:
             store.dispose()

@@ -44,9 +44,10 @@ from pdauth.connections import Connector
 from pdauth.crypto import KeyRing, format_key, generate_key
 from pdauth.errors import PdauthError
 from pdauth.oauth import TokenSet
+from pdauth.sealing import GrantKey, Sealer, TokenColumn
 from pdauth.store import AsyncStore, Store, upgrade
 from pdauth.store.schema import connections
-from pdauth.tokens import TokenManager, connection_binding
+from pdauth.tokens import TokenManager
 
 PG_URL_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/pdauth_test"
 KEYS = format_key(generate_key("bench1"))
@@ -118,6 +119,7 @@ def postgres_database() -> Iterator[str]:
 
 def seed(store: Store, keys: KeyRing, start: int, stop: int, now: float) -> None:
     """Bulk-insert connections ``start..stop-1`` (tokens encrypted, bound to each row)."""
+    sealer = Sealer(keys)
     chunk: list[dict[str, Any]] = []
 
     def flush() -> None:
@@ -129,8 +131,8 @@ def seed(store: Store, keys: KeyRing, start: int, stop: int, now: float) -> None
     for i in range(start, stop):
         owner, user = f"owner-{i}", f"PU{i:07d}"
 
-        def seal(value: str, column: str, owner: str = owner, user: str = user) -> str:
-            return keys.encrypt(value, connection_binding(owner, "user", "PBENCH1", user, column))
+        def seal(value: str, column: TokenColumn, owner: str = owner, user: str = user) -> str:
+            return sealer.seal_token(GrantKey(owner, "user", "PBENCH1", user), column, value)
 
         chunk.append(
             {

@@ -45,8 +45,8 @@ from pdauth.errors import (
     TransportError,
 )
 from pdauth.keeper import Keeper
+from pdauth.sealing import Sealer
 from pdauth.store import AsyncStore, ConnectionRow, Store, upgrade
-from pdauth.tokens import token_binding
 from pdauth.webhooks import EVENT_TYPE_HEADER
 from tests.evidence.pgserver import PrivatePostgres
 from tests.evidence.rig import (
@@ -275,9 +275,7 @@ async def test_a_refreshed_pair_is_committed_before_anyone_gets_it(db_url: str) 
             row = await row_of(r.store, cid)
             assert row.access_token_ct is not None
             assert (
-                r.settings.key_ring().decrypt_text(
-                    row.access_token_ct, token_binding(row, "access_token")
-                )
+                Sealer(r.settings.key_ring()).open_token(row, "access_token", row.access_token_ct)
                 == token
             )  # what the caller got is what the database holds
         print(f"\n{r.store!r}: {window_summary(records)}")

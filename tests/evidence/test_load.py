@@ -31,11 +31,11 @@ import sqlalchemy as sa
 
 from pdauth.connections import AuthorizationStart, Connection, Connector
 from pdauth.emulator import EmulatorConfig, EmulatorServer
+from pdauth.sealing import Sealer
 from pdauth.service import create_app
 from pdauth.service.server import ServiceServer
 from pdauth.store import Store, upgrade
 from pdauth.store.schema import pending_authorizations
-from pdauth.tokens import token_binding
 from tests.evidence.rig import rig
 from tests.service.conftest import API_KEY, make_settings
 
@@ -86,13 +86,13 @@ async def test_200_concurrent_connect_flows_all_complete_and_every_row_works(
         assert sorted(e.connection_id or "" for e in created) == sorted(c.id for c in done.values())
 
         # Each row's tokens decrypt (bound to that row) and are live at PagerDuty.
-        keys = r.settings.key_ring()
+        sealer = Sealer(r.settings.key_ring())
         grants = set()
         for row in rows:
             assert row.access_token_ct is not None
             assert row.refresh_token_ct is not None
-            access = keys.decrypt_text(row.access_token_ct, token_binding(row, "access_token"))
-            refresh = keys.decrypt_text(row.refresh_token_ct, token_binding(row, "refresh_token"))
+            access = sealer.open_token(row, "access_token", row.access_token_ct)
+            refresh = sealer.open_token(row, "refresh_token", row.refresh_token_ct)
             issued = r.state.authenticate(access)
             assert issued is not None, row.owner
             assert await r.users_me(access) == 200
