@@ -53,7 +53,7 @@ async def admin(request: Request) -> Response:
 
 async def admin_login(request: Request) -> Response:
     page = Page(request)
-    wait = page.service.rate_limited(request, "admin")
+    wait = await page.service.rate_limited(request, "admin")
     if wait:
         return too_many(request, wait)
     form = await page.checked_form()

@@ -103,6 +103,14 @@ def authenticate(request: Request) -> None:
 async def create_connect_session(request: Request) -> Response:
     authenticate(request)
     service = service_of(request)
+    wait = await service.rate_limited(request, "connect_session")
+    if wait:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many connect sessions from this client; retry later",
+            headers={"retry-after": str(int(wait))},
+        )
     data = await json_body(request)
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")

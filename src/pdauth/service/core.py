@@ -40,8 +40,9 @@ from pdauth.service.connect_sessions import (
     validate_owner,
 )
 from pdauth.service.cookies import CookieJar
-from pdauth.service.ratelimit import RateLimiter, TrustedProxies, client_address
+from pdauth.service.ratelimit import TrustedProxies, client_address
 from pdauth.service.security import SecurityPolicy
+from pdauth.service.shared_limits import build_limiter
 from pdauth.service.views import Renderer
 
 __all__ = ["MAX_BODY", "OwnerResolver", "Service", "ServiceOptions", "service_of"]
@@ -158,17 +159,30 @@ class Service:
             _session_key(settings), secure=self.options.https, path=self.options.base_path or "/"
         )
         used: UsedTokens
-        used = RedisUsedTokens(settings.redis_url) if settings.redis_url else MemoryUsedTokens()
+        used = (
+            RedisUsedTokens(settings.redis_url, prefix=settings.redis_prefix + "connect-session:")
+            if settings.redis_url
+            else MemoryUsedTokens()
+        )
         self._used_tokens = used
         self.connect_sessions = ConnectSessions(settings.key_ring(), used, self.clock)
         self.api_keys = ApiKeyVerifier(key.get_secret_value() for key in settings.api_key_list())
         self.trusted_proxies = TrustedProxies(self.options.trusted_proxies)
-        self.limiter = RateLimiter(
-            self.options.connect_rate_limit, self.options.rate_window, self.clock
+        # Shared by every instance through Redis when configured (see shared_limits.py).
+        self.limiter = build_limiter(
+            settings.redis_url,
+            limit=self.options.connect_rate_limit,
+            window=self.options.rate_window,
+            prefix=settings.redis_prefix,
+            clock=self.clock,
         )
         # "Call PagerDuty" spends the owner's PagerDuty rate limit: a few per minute per owner.
-        self.try_limiter = RateLimiter(
-            self.options.try_rate_limit, self.options.rate_window, self.clock
+        self.try_limiter = build_limiter(
+            settings.redis_url,
+            limit=self.options.try_rate_limit,
+            window=self.options.rate_window,
+            prefix=settings.redis_prefix,
+            clock=self.clock,
         )
         self.router = Router()
         self.renderer = Renderer(self.router)
@@ -204,6 +218,8 @@ class Service:
             await connector.__aexit__(None, None, None)
         if isinstance(self._used_tokens, RedisUsedTokens):
             await self._used_tokens.aclose()
+        await self.limiter.aclose()
+        await self.try_limiter.aclose()
 
     # -- who is asking ------------------------------------------------------------------
 
@@ -222,8 +238,9 @@ class Service:
             peer, request.headers.getlist("x-forwarded-for"), self.trusted_proxies
         )
 
-    def rate_limited(self, request: HTTPConnection, bucket: str) -> float:
-        return self.limiter.hit(f"{bucket}|{self.client_key(request)}")
+    async def rate_limited(self, request: HTTPConnection, bucket: str) -> float:
+        """Spend one request of this client's ``bucket``: 0 when allowed, else seconds to wait."""
+        return await self.limiter.hit(f"{bucket}|{self.client_key(request)}")
 
     async def pd_client(self, connection: Connection) -> PagerDutyClient:
         """A REST client for a connection, from the Connector (shared pool, same refresh path)."""

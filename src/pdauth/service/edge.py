@@ -82,6 +82,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         )
         if exc.status_code == 401:
             response.headers["www-authenticate"] = "Bearer"
+        if exc.headers:
+            response.headers.update(exc.headers)
         return response
     response = service_of(request).renderer.error(request.scope, exc.status_code)
     if exc.headers:

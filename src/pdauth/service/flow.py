@@ -53,7 +53,7 @@ CONNECTED_FLASH = "connected"
 
 async def connect(request: Request) -> Response:
     service = service_of(request)
-    wait = service.rate_limited(request, "connect")
+    wait = await service.rate_limited(request, "connect")
     if wait:
         return too_many(request, wait)
     page = Page(request)
@@ -101,7 +101,7 @@ async def _begin(page: Page, owner: str, return_to: str | None) -> Response:
 
 async def callback(request: Request) -> Response:
     service = service_of(request)
-    wait = service.rate_limited(request, "callback")
+    wait = await service.rate_limited(request, "callback")
     if wait:
         return too_many(request, wait)
     page = Page(request)
@@ -164,7 +164,7 @@ def _binding_for(page: Page, state: str, owner: str | None) -> tuple[str | None,
 
 async def connect_session(request: Request) -> Response:
     service = service_of(request)
-    wait = service.rate_limited(request, "connect")
+    wait = await service.rate_limited(request, "connect")
     if wait:
         return too_many(request, wait)
     page = Page(request)

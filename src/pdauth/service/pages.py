@@ -60,7 +60,7 @@ async def connection_page(request: Request) -> Response:
     connection = await owned_connection(page)
     context: dict[str, Any] = {"tried": False, "flash": _take_flash(page)}
     if request.query_params.get("try") == "1" and connection.status == "active":
-        wait = page.service.try_limiter.hit(f"try|{connection.owner}")
+        wait = await page.service.try_limiter.hit(f"try|{connection.owner}")
         if wait:
             return too_many(request, wait)
         context.update(await _try_it(page, connection))

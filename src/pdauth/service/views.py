@@ -76,8 +76,10 @@ JSON_CODES: dict[int, str] = {
 class ApiError(HTTPException):
     """A JSON API error: a machine-readable ``code`` and a message with no secret in it."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(status, message)
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, message, headers=headers)
         self.code = code
         self.message = message
 
