@@ -126,6 +126,16 @@ def _number(data: dict[str, Any], key: str, default: float) -> float:
     return number
 
 
+def _approved_scopes(raw: object) -> frozenset[str] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return frozenset(raw.split())
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw) and len(raw) <= 100:
+        return frozenset(cast(list[str], raw))
+    raise BadRequest("scopes must be a list of strings or a space-separated string.")
+
+
 def _app_from_json(state: EmulatorState, data: dict[str, Any]) -> tuple[OAuthApp, bool]:
     """Validate a registration; returns the app and whether its secret was generated."""
     client_id = _string(data, "client_id") or f"{new_pd_id()}-emulated"
@@ -216,7 +226,9 @@ class ControlEndpoints:
 
     async def authorize(self, request: Request) -> Response:
         """What the consent page does, as JSON: ``{"redirect": url}``. ``decision`` defaults to
-        ``approve`` and ``user`` to the first user the page would offer."""
+        ``approve`` and ``user`` to the first user the page would offer; ``scopes`` (a list or a
+        space-separated string) narrows the grant to those of the requested scopes the user
+        approves (default: all of them)."""
         try:
             data = await _json_body(request)
             params: dict[str, str] = {}
@@ -228,6 +240,7 @@ class ControlEndpoints:
             if decision not in ("approve", "deny"):
                 raise BadRequest("decision must be 'approve' or 'deny'.")
             who = _string(data, "user")
+            approved = _approved_scopes(data.get("scopes"))
         except BadRequest as err:
             return _fail(err)
         try:
@@ -238,7 +251,9 @@ class ControlEndpoints:
                     offered = eligible_users(self.state, valid.app)
                     who = offered[0].id if offered else ""
                 user = resolve_user(self.state, valid.app, who)
-            target = complete_authorize(self.state, valid, user, approve=decision == "approve")
+            target = complete_authorize(
+                self.state, valid, user, approve=decision == "approve", approved=approved
+            )
         except AuthorizeProblem as problem:
             if problem.redirect is not None:
                 self.state.stats.record_authorize(problem.error)

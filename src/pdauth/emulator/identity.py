@@ -224,10 +224,25 @@ def resolve_user(state: EmulatorState, app: OAuthApp, who: str) -> User:
 
 
 def complete_authorize(
-    state: EmulatorState, request: AuthorizeRequest, user: User | None, *, approve: bool
+    state: EmulatorState,
+    request: AuthorizeRequest,
+    user: User | None,
+    *,
+    approve: bool,
+    approved: frozenset[str] | None = None,
 ) -> str:
-    """The redirect the user's decision produces: a code, or ``access_denied``."""
+    """The redirect the user's decision produces: a code, or ``access_denied``.
+
+    ``approved`` narrows the grant to the scopes the user ticked (``None``: everything asked
+    for, as before); ``openid`` stays whenever it was granted. Assumption: PagerDuty's consent
+    page grants all or nothing; the narrowing lets clients' "scopes not granted" paths be
+    tested (RFC 6749 §3.3 allows the server to grant fewer scopes than requested)."""
     extra = {"state": request.state} if request.state is not None else {}
+    scopes = request.scopes
+    if approved is not None:
+        if not approved <= scopes:
+            raise AuthorizeProblem("invalid_request", "Only requested scopes can be approved.")
+        scopes = approved | (scopes & {"openid"})
     if not approve:
         state.stats.record_authorize("denied")
         return redirect_with(
@@ -241,7 +256,7 @@ def complete_authorize(
         code_challenge=request.code_challenge,
         account_id=user.account_id,
         user_id=user.id,
-        scopes=request.scopes,
+        scopes=scopes,
         nonce=request.nonce,
     )
     state.stats.record_authorize("approved")
@@ -314,7 +329,13 @@ class IdentityEndpoints:
                 if choice == "approve"
                 else None
             )
-            target = complete_authorize(self.state, valid, user, approve=choice == "approve")
+            # The page's "withhold" checkboxes (unticked by default) narrow the grant; a post
+            # without them approves everything asked for, as before.
+            withheld = {k.removeprefix("withhold:") for k in form if k.startswith("withhold:")}
+            approved = valid.scopes - withheld if withheld else None
+            target = complete_authorize(
+                self.state, valid, user, approve=choice == "approve", approved=approved
+            )
         except AuthorizeProblem as problem:
             return _problem_response(self.state, problem)
         return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
