@@ -28,6 +28,7 @@ from pdauth.service.shared_limits import (
     build_limiter,
 )
 from tests.service.conftest import API_KEY, AppFactory, BrowserFactory, make_settings
+from tests.service.test_standalone import mint, open_link
 
 pytestmark = pytest.mark.anyio
 
@@ -209,3 +210,24 @@ def test_without_redis_or_with_no_limit_the_local_limiter_is_used() -> None:
     assert isinstance(
         build_limiter(REDIS_URL, limit=0, window=60, prefix="p:", clock=clock), LocalLimiter
     )
+
+
+async def test_a_connect_link_redeemed_while_redis_is_down_is_a_503_and_stays_usable(
+    app_factory: AppFactory,
+    browser_factory: BrowserFactory,
+    database_url: str,
+    own_redis: OwnRedis,
+) -> None:
+    own_redis.start()
+    app = app_factory(None, settings_=_settings(database_url, own_redis.url, "t:"))
+    link = await mint(browser_factory(None, target=app), "user-9")
+    browser = browser_factory(None, target=app)
+    token = await open_link(browser, link)
+    own_redis.kill()
+    down = await browser.post("/connect", data={"csrf_token": token, "connect_session": "1"})
+    assert down.status_code == 503  # retryable; the link's single use could not be checked
+    assert "location" not in down.headers
+    own_redis.start()
+    token = await open_link(browser, link)
+    up = await browser.post("/connect", data={"csrf_token": token, "connect_session": "1"})
+    assert up.status_code == 303  # the link was not spent by the failed attempt

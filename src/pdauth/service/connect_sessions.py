@@ -16,7 +16,6 @@ when ``PDAUTH_REDIS_URL`` is set, so a link works once across every instance).
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -24,12 +23,14 @@ from typing import Any, Protocol
 
 from pdauth.clock import Clock
 from pdauth.crypto import KeyRing
-from pdauth.errors import CryptoError
+from pdauth.errors import CryptoError, StoreError
+from pdauth.owners import MAX_OWNER_LENGTH, OWNER_PATTERN, validate_owner
+from pdauth.returnto import safe_return_to
 from pdauth.sealing import Sealer
-from pdauth.service.returnto import safe_return_to
 
 __all__ = [
     "CONNECT_SESSION_LIFETIME",
+    "MAX_OWNER_LENGTH",
     "OWNER_PATTERN",
     "ConnectSession",
     "ConnectSessions",
@@ -40,28 +41,7 @@ __all__ = [
 ]
 
 CONNECT_SESSION_LIFETIME = 600.0
-MAX_OWNER_LENGTH = 255
 MAX_TOKEN_LENGTH = 2048
-
-
-# No control characters anywhere and no space at either end. The same pattern is published in
-# the OpenAPI document, so the API accepts exactly what it documents. (Lone surrogates, which
-# JSON escapes can smuggle in but no UTF-8 text contains, are refused separately: they cannot
-# be encoded back out.)
-_NOT_AT_END = r"[^\u0000-\u0020\u007f-\u009f]"
-_INSIDE = r"[^\u0000-\u001f\u007f-\u009f]"
-OWNER_PATTERN = rf"^{_NOT_AT_END}(?:{_INSIDE}{{0,253}}{_NOT_AT_END})?$"
-_OWNER = re.compile(OWNER_PATTERN)
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def validate_owner(value: object) -> str | None:
-    """An owner id as the host app gives it (1-255 characters, see OWNER_PATTERN), else None."""
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_OWNER_LENGTH:
-        return None
-    if _OWNER.fullmatch(value) is None or _SURROGATE.search(value):
-        return None  # fullmatch: "$" alone would let a final newline through
-    return value
 
 
 @dataclass(frozen=True)
@@ -108,8 +88,17 @@ class RedisUsedTokens:
         self._prefix = prefix
 
     async def claim(self, jti: str, expires_at: float, now: float) -> bool:
+        from redis.exceptions import RedisError
+
         ttl = max(1, int(expires_at - now) + 1)
-        return bool(await self._redis.set(self._prefix + jti, b"1", nx=True, ex=ttl))
+        try:
+            return bool(await self._redis.set(self._prefix + jti, b"1", nx=True, ex=ttl))
+        except RedisError as exc:
+            # Fail closed, and retryable: without Redis a link's single use cannot be checked
+            # across instances. StoreError is answered 503 ("try again"), never a 500.
+            raise StoreError(
+                f"the connect-link store (Redis) is unavailable: {type(exc).__name__}"
+            ) from None
 
     async def aclose(self) -> None:
         await self._redis.aclose()
