@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shlex
 from collections.abc import Iterator
 
 import pytest
@@ -376,3 +377,42 @@ def test_root_handlers_and_registered_settings_secrets(host_logging: None) -> No
     text = out.getvalue()
     assert "posting /pagerduty/callback" in text
     assert leaked(text) == []
+
+
+# -- log injection (Step 11 item 4): one record, one line; fields cannot be forged ------------
+
+FORGED_OWNER = "rt-log] X owner=admin request_id=0 ["
+
+
+def test_an_owner_cannot_forge_context_fields_in_the_text_format(stream: io.StringIO) -> None:
+    with log_context(request_id="req-7", owner=FORGED_OWNER):
+        logging.getLogger("pdauth.test").warning("connect failed")
+    (line,) = stream.getvalue().splitlines()
+    assert line.endswith(f'[request_id=req-7 owner="{FORGED_OWNER}"]')
+    # Read back as key=value pairs with quotes honoured: exactly the two real fields.
+    fields = shlex.split(line[line.rindex(" [request_id") + 2 : -1])
+    assert fields == ["request_id=req-7", f"owner={FORGED_OWNER}"]
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x1b"])
+def test_a_value_cannot_start_a_forged_line(stream: io.StringIO, separator: str) -> None:
+    forged = f"tenant{separator}2026-12-04 00:00:00 CRITICAL pdauth: forged"
+    with log_context(owner=forged):
+        logging.getLogger("pdauth.test").warning("denied for %s", forged)
+    text = stream.getvalue().rstrip("\n")
+    assert separator not in text
+    assert len(text.splitlines()) == 1  # str.splitlines splits on every Unicode line break
+    assert "CRITICAL pdauth: forged" in text  # still readable, escaped in place
+
+
+def test_plain_context_values_stay_unquoted_and_tracebacks_keep_their_lines(
+    stream: io.StringIO,
+) -> None:
+    with log_context(request_id="req-8", connection_id="pdc_1", owner="tenant-a@example.com"):
+        try:
+            raise ValueError("first\nsecond")
+        except ValueError:
+            logging.getLogger("pdauth.test").exception("failure")
+    text = stream.getvalue()
+    assert "[request_id=req-8 connection_id=pdc_1 owner=tenant-a@example.com]" in text
+    assert "Traceback (most recent call last):\n" in text

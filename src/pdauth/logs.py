@@ -208,11 +208,39 @@ def _redact_arg(value: object) -> object:
     return value
 
 
+# Log injection (docs/SECURITY.md, Step 11 item 4): values that reach a text line may come from
+# outside (owner ids, error descriptions). In the message, every control character and every
+# Unicode line or paragraph separator is written as an escape, so one record is one line for any
+# tool that splits lines; context fields that are not plain tokens are JSON-quoted, so a value
+# cannot forge a ``key=value`` pair or close the bracket.
+_BREAKS_A_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LINE_SEPARATORS = re.compile("[\x85\u2028\u2029]")
+_PLAIN_FIELD = re.compile(r"[A-Za-z0-9._:@/+-]{1,200}")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def _field(value: object) -> str:
+    text = str(value)
+    return text if _PLAIN_FIELD.fullmatch(text) else json.dumps(text)
+
+
 class _TextFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        record.message = _BREAKS_A_LINE.sub(_escape, message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        # Tracebacks keep their newlines; separators other tools split on are escaped there too.
+        line = _LINE_SEPARATORS.sub(_escape, super().format(record))
         context = " ".join(
-            f"{key}={getattr(record, key)}"
+            f"{key}={_field(getattr(record, key))}"
             for key in ("request_id", "connection_id", "owner")
             if getattr(record, key, None)
         )
