@@ -1,0 +1,148 @@
+"""Webhooks over real sockets: PagerDuty's official ``pagerduty`` client creates and lists the
+emulator's webhook subscriptions (TLS, as it insists on https), and the emulator's delivery task
+posts signed events over the network to a receiver served by uvicorn, retrying on a 503 with the
+backoff compressed by ``webhook_retry_scale`` on the emulator's real-time clock."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pagerduty
+import pytest
+import trustme
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pdauth._net import bind_socket, format_url, start_daemon
+from pdauth.emulator.config import EmulatorConfig
+from pdauth.emulator.server import EmulatorServer
+from pdauth.emulator.state import EmulatorClock
+from tests.emulator_kit import make_emulator_state
+from tests.schema_lookup import find_schema
+
+from .webhook_kit import WebhookChecker, subscription_body
+
+ACME = "PACME01"
+
+
+@dataclass
+class NetReceiver:
+    """Records deliveries (thread-safe); answers 503 ``failures`` times, then 202."""
+
+    failures: int = 0
+    bodies: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrived = threading.Condition(self.lock)
+
+    async def endpoint(self, request: Request) -> Response:
+        body = await request.body()
+        with self.arrived:
+            self.bodies.append((dict(request.headers), body))
+            status = 503 if len(self.bodies) <= self.failures else 202
+            self.arrived.notify_all()
+        return Response(status_code=status)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[dict[str, str], bytes]]:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.bodies) >= count, timeout), self.bodies
+            return list(self.bodies)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[NetReceiver, str]]:
+    recorder = NetReceiver(failures=1)
+    app = Starlette(routes=[Route("/hook", recorder.endpoint, methods=["POST"])])
+    sock = bind_socket("127.0.0.1", 0)
+    config = uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread, ready = start_daemon(
+        lambda: server.run(sockets=[sock]), lambda: server.started, name="receiver", timeout=10
+    )
+    try:
+        assert ready
+        yield recorder, format_url("http", "127.0.0.1", sock.getsockname()[1]) + "/hook"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass(frozen=True)
+class Tls:
+    context: ssl.SSLContext
+    certfile: Path
+    keyfile: Path
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    folder = tmp_path_factory.mktemp("tls")
+    certfile, keyfile = folder / "server.crt", folder / "server.key"
+    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return Tls(context, certfile, keyfile)
+
+
+def test_official_client_creates_and_lists_subscriptions(tls: Tls) -> None:
+    checker = WebhookChecker(find_schema())
+    state = make_emulator_state(EmulatorConfig())
+    with EmulatorServer(state=state, certfile=tls.certfile, keyfile=tls.keyfile) as server:
+        key = state.directory.api_keys[ACME].token
+        with pagerduty.RestApiV2Client(
+            key,
+            base_url=server.url,
+            verify=tls.context,
+            event_hooks={"response": [checker.sync_hook()]},
+        ) as api:
+            created = [
+                api.rpost("webhook_subscriptions", json=subscription_body(description=f"n{i}"))
+                for i in range(30)
+            ]
+            assert all(c["delivery_method"]["secret"] for c in created)
+            listed = list(api.iter_all("webhook_subscriptions", page_size=10))
+            assert sorted(s["id"] for s in listed) == sorted(c["id"] for c in created)
+            assert all(s["delivery_method"]["secret"] is None for s in listed)
+            assert api.rget(f"webhook_subscriptions/{created[0]['id']}")["description"] == "n0"
+    assert checker.checked[("GET", "/webhook_subscriptions", 200)] >= 3  # it paginated
+
+
+def test_deliveries_go_over_the_network_with_scaled_retries(receiver) -> None:
+    recorder, url = receiver
+    config = EmulatorConfig(webhook_retry_scale=0.001)  # 30 s of backoff -> 30 ms
+    state = make_emulator_state(config, clock=EmulatorClock())  # real time
+    with EmulatorServer(state=state) as server:
+        headers = {"Authorization": f"Token token={state.directory.api_keys[ACME].token}"}
+        with httpx.Client(base_url=server.url) as client:
+            created = client.post(
+                "/webhook_subscriptions", headers=headers, json=subscription_body(url=url)
+            )
+            assert created.status_code == 200, created.text
+            secret = created.json()["webhook_subscription"]["delivery_method"]["secret"]
+            incident = client.post("/_emulator/incidents", json={"account": ACME})
+            assert incident.status_code == 201
+            (first_headers, first), (second_headers, second) = recorder.wait_for(2)
+            assert first == second
+            assert first_headers["x-webhook-id"] == second_headers["x-webhook-id"]
+            expected = "v1=" + hmac.new(secret.encode(), second, hashlib.sha256).hexdigest()
+            assert hmac.compare_digest(second_headers["x-pagerduty-signature"], expected)
+            assert json.loads(second)["event"]["data"]["id"] == incident.json()["incident"]["id"]
+            stats = client.get("/_emulator/stats").json()["webhooks"]
+            assert stats["retries"] == 1
