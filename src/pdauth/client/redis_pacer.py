@@ -12,18 +12,29 @@ under exactly the contention pacing exists for.
 
 Time comes from the Redis server (``TIME``) so that machines with different clocks share one
 time base; pass a ``clock`` to use its wall-clock ``now()`` instead (tests). In-flight entries
-of a process that died expire after ``inflight_ttl`` seconds.
+of a process that died expire after ``inflight_ttl`` seconds. Every key lives under ``prefix``
+(``PDAUTH_REDIS_PREFIX``, default ``pdauth:``) + ``pace:``.
+
+Redis is a help, never a dependency of a call: when it cannot be reached (or answers too
+slowly), the process paces locally with a :class:`~pdauth.client.pacer.LocalPacer`, logs ONE
+warning for the outage, tells the ``on_outage`` observer (a metric hook), and probes Redis
+again with exponential backoff; the first successful probe brings shared pacing back. A call
+whose ticket came from Redis still completes if Redis dies while it is in flight (its in-flight
+entry expires there).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.lowlevel import RunVar
 
-from pdauth.client.pacer import POLL_INTERVAL, SleepFn, concurrency_limiter
+from pdauth.client.pacer import POLL_INTERVAL, LocalPacer, SleepFn, concurrency_limiter
 from pdauth.client.pacing import (
     FRACTIONAL_RESET_SLACK,
     INTEGER_RESET_SLACK,
@@ -39,6 +50,8 @@ from pdauth.clock import Clock
 from pdauth.errors import ConfigurationError, DeadlineExceededError
 
 __all__ = ["ACQUIRE_LUA", "BLOCK_LUA", "FORGET_LUA", "OBSERVE_LUA", "RedisPacer", "script_keys"]
+
+_log = logging.getLogger("pdauth.client")
 
 # Shared prologue: read the state hash into locals (absent field = unknown / infinite).
 _PROLOGUE = """
@@ -259,26 +272,41 @@ class _LoopLocal:
         self.changed = anyio.Event()
 
 
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    import redis.exceptions
+
+    # Any Redis error (connection refused or lost, timeout, a server that is loading or
+    # read-only) means "pace locally for now"; OSError covers sockets failing below redis-py.
+    return (redis.exceptions.RedisError, OSError)
+
+
 class RedisPacer:
     """Header-driven pacing whose state lives in Redis, shared by every process using it.
 
-    ``url`` is a ``redis://`` or ``rediss://`` URL (``PDAUTH_REDIS_URL``). Within one process
-    waiters for a key still queue fairly and only the head polls Redis. Call :meth:`aclose`
-    (on each event loop that used the pacer) to close its connections.
+    ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL (``PDAUTH_REDIS_URL``);
+    ``prefix`` namespaces every key (``PDAUTH_REDIS_PREFIX``). Within one process waiters for a
+    key still queue fairly and only the head polls Redis. ``timeout`` bounds each Redis command
+    (a hung Redis must not hang calls); ``probe_backoff`` is the first and the longest wait
+    between probes while Redis is out; ``on_outage(True)`` / ``on_outage(False)`` is called when
+    an outage starts / ends (for a metric). Call :meth:`aclose` (on each event loop that used
+    the pacer) to close its connections.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        prefix: str = "pdauth:pace:",
+        prefix: str = "pdauth:",
         clock: Clock | None = None,
         sleep: SleepFn | None = None,
         inflight_ttl: float = 120.0,
+        timeout: float = 1.0,
+        probe_backoff: tuple[float, float] = (1.0, 30.0),
+        on_outage: Callable[[bool], None] | None = None,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401 - optional dependency, checked early
-        except ImportError:  # pragma: no cover - the [redis] extra is not installed
+        except ImportError:
             raise ConfigurationError(
                 "PDAUTH_REDIS_URL needs the redis package: pip install 'pdauth[redis]'"
             ) from None
@@ -286,16 +314,34 @@ class RedisPacer:
             raise ConfigurationError(
                 "PDAUTH_REDIS_URL must be a redis://, rediss:// or unix:// URL"
             )
+        if not (timeout > 0 and 0 < probe_backoff[0] <= probe_backoff[1]):
+            raise ValueError("timeout and probe_backoff must be positive (first <= longest)")
         self._url = url
-        self._prefix = prefix
+        self._prefix = prefix + "pace:"
         self._clock = clock
         self._sleep = sleep
         self._ttl = inflight_ttl
+        self._timeout = timeout
         self._local: RunVar[dict[str, _LoopLocal]] = RunVar(f"pdauth-redis-pacer-{id(self)}")
-        self._slots: dict[tuple[str, int], anyio.CapacityLimiter] = {}
+        # In-flight tickets by id (the ticket is held, so its id stays unique): the
+        # concurrency slot each holds, and the tickets the local fallback issued.
+        self._slots: dict[int, tuple[Ticket, anyio.CapacityLimiter]] = {}
+        self._fallback = LocalPacer(clock=clock, sleep=sleep)
+        self._fallback_tickets: dict[int, Ticket] = {}
+        self._outage_errors = _outage_errors()
+        self._probe_first, self._probe_longest = probe_backoff
+        self._on_outage = on_outage
+        self._down = False
+        self._backoff = self._probe_first
+        self._next_probe = 0.0
 
     def __repr__(self) -> str:
         return f"RedisPacer(prefix={self._prefix!r})"  # the URL may carry a password
+
+    @property
+    def shared(self) -> bool:
+        """Whether pacing currently goes through Redis (False during an outage)."""
+        return not self._down
 
     def _table(self) -> dict[str, _LoopLocal]:
         try:
@@ -321,12 +367,57 @@ class RedisPacer:
         if holder.redis is None:
             import redis.asyncio
 
-            holder.redis = redis.asyncio.Redis.from_url(self._url)
+            holder.redis = redis.asyncio.Redis.from_url(
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            )
             holder.redis.pdauth_scripts = {}
         return holder.redis
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(self._clock.now())
+
+    # -- outages ---------------------------------------------------------------------------
+
+    def _try_redis(self) -> bool:
+        """Whether to use Redis now: always when it is up; during an outage, once per probe
+        interval (the interval is pushed back before the probe, so callers do not stampede)."""
+        if not self._down:
+            return True
+        now = self._monotonic()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + self._backoff
+        self._backoff = min(self._probe_longest, 2 * self._backoff)
+        return True
+
+    def _went_down(self, exc: BaseException) -> None:
+        if self._down:
+            return
+        self._down = True
+        self._backoff = self._probe_first
+        self._next_probe = self._monotonic() + self._backoff
+        # One warning per outage; never the URL (it may carry a password).
+        _log.warning(
+            "Redis is unreachable (%s): pacing in this process only until it is back",
+            type(exc).__name__,
+        )
+        self._tell(down=True)
+
+    def _came_back(self) -> None:
+        if not self._down:
+            return
+        self._down = False
+        self._backoff = self._probe_first
+        _log.info("Redis is reachable again: pacing is shared again")
+        self._tell(down=False)
+
+    def _tell(self, *, down: bool) -> None:
+        if self._on_outage is None:
+            return
+        try:
+            self._on_outage(down)
+        except Exception:  # an observer's bug must not fail a call
+            _log.exception("the RedisPacer on_outage observer failed")
 
     async def _eval(self, script: str, key: str, *args: Any) -> Any:
         client = self._redis()
@@ -334,7 +425,13 @@ class RedisPacer:
         runner = scripts.get(script)
         if runner is None:
             runner = scripts[script] = client.register_script(script)  # EVALSHA, reloads if needed
-        return await runner(keys=script_keys(self._prefix, key), args=list(args))
+        try:
+            result = await runner(keys=script_keys(self._prefix, key), args=list(args))
+        except self._outage_errors as exc:
+            self._went_down(exc)
+            raise
+        self._came_back()
+        return result
 
     async def aclose(self) -> None:
         """Close this event loop's Redis connections."""
@@ -345,12 +442,14 @@ class RedisPacer:
     def _monotonic(self) -> float:
         return self._clock.monotonic() if self._clock is not None else anyio.current_time()
 
+    # -- the Pacer port --------------------------------------------------------------------
+
     async def acquire(
         self, key: str, *, max_wait: float, max_concurrency: int | None = None
     ) -> Ticket:
         deadline = self._monotonic() + max(0.0, max_wait)
         if max_concurrency is None:
-            return await self._acquire(key, deadline)
+            return await self._acquire_anywhere(key, deadline)
         # The concurrency limit stays per process: a crashed process must not hold slots.
         limiter = concurrency_limiter(key, max_concurrency)
         try:
@@ -363,18 +462,28 @@ class RedisPacer:
                     "the call's deadline passed while waiting for a concurrency slot"
                 ) from None
         try:
-            ticket = await self._acquire(key, deadline)
+            ticket = await self._acquire_anywhere(key, deadline)
         except BaseException:
             limiter.release()
             raise
-        self._slots[(key, ticket.seq)] = limiter
+        self._slots[id(ticket)] = (ticket, limiter)
         return ticket
 
-    def _release(self, key: str, ticket: Ticket) -> None:
+    async def _acquire_anywhere(self, key: str, deadline: float) -> Ticket:
+        if self._try_redis():
+            try:
+                return await self._acquire(key, deadline)
+            except self._outage_errors:
+                pass  # _eval noted the outage: this call goes on locally
+        ticket = await self._fallback.acquire(key, max_wait=deadline - self._monotonic())
+        self._fallback_tickets[id(ticket)] = ticket
+        return ticket
+
+    def _release(self, ticket: Ticket) -> None:
         # Called by the task that acquired: CapacityLimiter tokens belong to a task.
-        limiter = self._slots.pop((key, ticket.seq), None)
-        if limiter is not None:
-            limiter.release()
+        held = self._slots.pop(id(ticket), None)
+        if held is not None:
+            held[1].release()
 
     async def _acquire(self, key: str, deadline: float) -> Ticket:
         local = self._loop_local(key)
@@ -402,18 +511,35 @@ class RedisPacer:
         self, key: str, ticket: Ticket, *, status: int, headers: RateLimitHeaders | None
     ) -> None:
         try:
-            await self._eval(OBSERVE_LUA, key, *observe_args(self._now(), ticket, status, headers))
+            if self._fallback_tickets.pop(id(ticket), None) is not None:
+                await self._fallback.complete(key, ticket, status=status, headers=headers)
+            else:
+                args = observe_args(self._now(), ticket, status, headers)
+                # Redis out: the answer is the caller's all the same; Redis expires the entry.
+                with contextlib.suppress(*self._outage_errors):
+                    await self._eval(OBSERVE_LUA, key, *args)
         finally:
-            self._release(key, ticket)
+            self._release(ticket)
         self._loop_local(key).notify()
 
     async def abandon(self, key: str, ticket: Ticket) -> None:
         try:
-            with anyio.CancelScope(shield=True):  # also runs when the call was cancelled
-                await self._eval(FORGET_LUA, key, self._now(), ticket.seq)
+            if self._fallback_tickets.pop(id(ticket), None) is not None:
+                await self._fallback.abandon(key, ticket)
+            else:
+                with anyio.CancelScope(shield=True):  # also runs when the call was cancelled
+                    with contextlib.suppress(*self._outage_errors):
+                        await self._eval(FORGET_LUA, key, self._now(), ticket.seq)
         finally:
-            self._release(key, ticket)
+            self._release(ticket)
         self._loop_local(key).notify()
 
     async def block(self, key: str, seconds: float) -> None:
-        await self._eval(BLOCK_LUA, key, self._now(), repr(max(0.0, seconds)))
+        seconds = max(0.0, seconds)
+        if self._try_redis():
+            try:
+                await self._eval(BLOCK_LUA, key, self._now(), repr(seconds))
+                return
+            except self._outage_errors:
+                pass
+        await self._fallback.block(key, seconds)
