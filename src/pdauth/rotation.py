@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from pdauth.clock import Clock, SystemClock
 from pdauth.crypto import KeyRing
+from pdauth.sealing import Sealer, TokenColumn
 from pdauth.store import ConnectionRow, Store
-from pdauth.tokens import token_binding
 
 __all__ = ["DEFAULT_BATCH_SIZE", "RotationReport", "reencrypt_connections"]
 
@@ -98,10 +98,9 @@ def _reencrypt_row(
     for _ in range(MAX_ROW_ATTEMPTS):
         if current is None or current.key_id in (None, key_ring.primary_key_id):
             return 0, races  # gone, wiped, or a refresh already wrote it under the new key
-        access = _moved(key_ring, current.access_token_ct, token_binding(current, "access_token"))
-        refresh = _moved(
-            key_ring, current.refresh_token_ct, token_binding(current, "refresh_token")
-        )
+        sealer = Sealer(key_ring)
+        access = _moved(sealer, current, "access_token", current.access_token_ct)
+        refresh = _moved(sealer, current, "refresh_token", current.refresh_token_ct)
         if store.replace_ciphertexts(
             current.id,
             expected_version=current.token_version,
@@ -116,7 +115,9 @@ def _reencrypt_row(
     return 0, races  # kept changing under us; the next run picks it up
 
 
-def _moved(key_ring: KeyRing, ciphertext: str | None, associated_data: bytes) -> str | None:
+def _moved(
+    sealer: Sealer, row: ConnectionRow, column: TokenColumn, ciphertext: str | None
+) -> str | None:
     if ciphertext is None:
         return None
-    return key_ring.reencrypt(ciphertext, associated_data)
+    return sealer.reseal_token(row, column, ciphertext)

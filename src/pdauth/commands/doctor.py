@@ -42,9 +42,9 @@ from pdauth.config import Settings, unknown_variables
 from pdauth.crypto import KeyRing
 from pdauth.errors import ConfigurationError, CryptoError, KeyNotFoundError, StoreError
 from pdauth.identity import usable_signing_keys
+from pdauth.sealing import Sealer, TokenColumn
 from pdauth.service.core import ServiceOptions
 from pdauth.store import ConnectionRow, Store
-from pdauth.tokens import token_binding
 
 __all__ = ["Check", "add_doctor_command", "diagnose", "run_doctor"]
 
@@ -332,7 +332,7 @@ def _sample_rows(store: Store, ring: KeyRing) -> list[ConnectionRow]:
     return list(samples.values())
 
 
-def _ciphertext(row: ConnectionRow) -> tuple[str, str] | None:
+def _ciphertext(row: ConnectionRow) -> tuple[TokenColumn, str] | None:
     if row.access_token_ct is not None:
         return "access_token", row.access_token_ct
     if row.refresh_token_ct is not None:
@@ -358,7 +358,7 @@ def _check_stored_tokens(url: str, ring: KeyRing) -> Check:
         column, ciphertext = found
         key_id = row.key_id or "?"
         try:
-            ring.decrypt(ciphertext, token_binding(row, column))  # the plaintext is dropped
+            Sealer(ring).open_token(row, column, ciphertext)  # the plaintext is dropped
         except KeyNotFoundError:
             missing.append(key_id)
             continue
