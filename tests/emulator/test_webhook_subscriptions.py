@@ -304,6 +304,10 @@ async def test_every_webhook_response_conforms_to_the_official_schema() -> None:
         await create(client, headers, events=["nope"])
         await client.get("/webhook_subscriptions/PNOPE00", headers=headers)
         incident = app.state.emulator.directory.incidents_of(ACME)[-1]
+        fetched = await client.get(f"/incidents/{incident.id}", headers=headers)
+        assert fetched.json()["incident"]["id"] == incident.id
+        foreign = app.state.emulator.directory.incidents_of(EURO)[0]
+        assert (await client.get(f"/incidents/{foreign.id}", headers=headers)).status_code == 404
         await client.put(
             f"/incidents/{incident.id}",
             headers={**headers, "From": "admin@acme.example"},
@@ -316,4 +320,5 @@ async def test_every_webhook_response_conforms_to_the_official_schema() -> None:
     assert ("POST", "/webhook_subscriptions", 400) in seen
     assert ("GET", "/webhook_subscriptions/{id}", 404) in seen
     assert ("PUT", "/incidents/{id}", 200) in seen
-    assert len(seen) == 10
+    assert ("GET", "/incidents/{id}", 404) in seen
+    assert len(seen) == 12

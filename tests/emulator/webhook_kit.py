@@ -29,6 +29,7 @@ WEBHOOK_OPERATIONS: tuple[tuple[str, str], ...] = (
     ("DELETE", "/webhook_subscriptions/{id}"),
     ("POST", "/webhook_subscriptions/{id}/enable"),
     ("POST", "/webhook_subscriptions/{id}/ping"),
+    ("GET", "/incidents/{id}"),
     ("PUT", "/incidents/{id}"),
 )
 RECEIVER = "http://receiver.test/pagerduty/webhooks"

@@ -1,7 +1,7 @@
 """The emulated PagerDuty REST API v2 (a subset), for one service region.
 
 Serves ``/users/me``, ``/users``, ``/users/{id}``, ``/services``, ``/services/{id}``,
-``/incidents`` (GET and POST), ``PUT /incidents/{id}``, ``/webhook_subscriptions`` (and
+``/incidents`` (GET and POST), ``/incidents/{id}`` (GET and PUT), ``/webhook_subscriptions`` (and
 ``/{id}``, ``/{id}/enable``, ``/{id}/ping``; :mod:`~pdauth.emulator.webhook_ops`),
 ``/abilities``, ``/abilities/{id}``, ``/audit/records`` and ``DELETE /oauth_delegations``
 from the seeded :class:`~pdauth.emulator.data.Directory`, with PagerDuty's wire conventions (its
@@ -102,7 +102,7 @@ class RestApi:
             ("/abilities", {"GET": ops.list_abilities}),
             ("/abilities/{id}", {"GET": ops.check_ability}),
             ("/audit/records", {"GET": ops.list_audit_records}),
-            ("/incidents/{id}", {"PUT": hooks.update_incident}),
+            ("/incidents/{id}", {"GET": hooks.get_incident, "PUT": hooks.update_incident}),
             ("/oauth_delegations", {"DELETE": ops.delete_oauth_delegations}),
             (
                 "/webhook_subscriptions",

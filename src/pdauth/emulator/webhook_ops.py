@@ -198,6 +198,13 @@ class WebhookOperations:
         self.state.webhooks.ping(sub)
         return Response(status_code=202)  # the schema's 202 "Accepted" has no body
 
+    async def get_incident(self, request: Request, principal: Principal) -> Response:
+        principal.require("incidents.read", write=False)
+        incident = self.state.directory.incidents.get(request.path_params["id"])
+        if incident is None or incident.account_id != principal.account.id:
+            raise not_found()
+        return json_response(200, {"incident": self._links(request, principal).incident(incident)})
+
     async def update_incident(self, request: Request, principal: Principal) -> Response:
         """``PUT /incidents/{id}``: ``status`` acknowledged or resolved (the rest is ignored)."""
         principal.require("incidents.write", write=True)

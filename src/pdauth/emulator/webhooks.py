@@ -256,6 +256,10 @@ class WebhookHub:
         except RuntimeError:  # called outside the loop: the next call on it starts the task
             return
         if self._task is None or self._task.done() or self._loop is not loop:
+            # A task on a loop that is gone left its attempts unfinished: forget them.
+            if self._loop is not loop:
+                self._busy.clear()
+                self._inflight.clear()
             self._loop, self._wake = loop, asyncio.Event()
             self._task = loop.create_task(self._run(), name="pdauth-emulator-webhooks")
         assert self._wake is not None
