@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pdauth.errors import (
     InsufficientScopeError,
@@ -211,77 +212,13 @@ def parse_token_response(
     required = parse_scopes(required_scopes)
     requested = None if requested_scopes is None else parse_scopes(requested_scopes)
 
-    if not 200 <= status < 300:
-        raise _error_from(status, body, "token")
-    if len(body) > BODY_MAX_BYTES:
-        raise _invalid(f"the token response is larger than {BODY_MAX_BYTES} bytes")
-    if content_type is not None and not _is_json_media_type(content_type):
-        raise _invalid("the token response is not application/json")
-    try:
-        data = _load_json(body)
-    except ValueError:
-        raise _invalid("the token response is not strict JSON") from None
-    if not isinstance(data, dict):
-        raise _invalid("the token response is not a JSON object")
-
-    token_type = data.get("token_type")
-    # isascii first: str.lower maps some non-ASCII letters onto ASCII ones.
-    if not isinstance(token_type, str) or not token_type.isascii() or token_type.lower() != _BEARER:
-        raise _invalid("token_type is not bearer")
-    access_token = data.get("access_token")
-    if not isinstance(access_token, str) or not is_printable_token(access_token, TOKEN_MAX_LEN):
-        raise _invalid(f"access_token is missing or not 1-{TOKEN_MAX_LEN} visible ASCII characters")
-
-    # Absent and JSON null mean the same for every optional member.
-    raw_refresh = data.get("refresh_token")
-    refresh_token = previous_refresh_token
-    if raw_refresh is not None:
-        if not isinstance(raw_refresh, str) or not is_printable_token(raw_refresh, TOKEN_MAX_LEN):
-            raise _invalid(f"refresh_token is not 1-{TOKEN_MAX_LEN} visible ASCII characters")
-        refresh_token = raw_refresh
-
-    raw_expires = data.get("expires_in")
-    expires_in: int | None = None
-    if raw_expires is not None:
-        # JSON true would pass as the int 1; 3600.0 is not an integer on the wire.
-        if (
-            isinstance(raw_expires, bool)
-            or not isinstance(raw_expires, int)
-            or not 0 < raw_expires <= EXPIRES_IN_MAX
-        ):
-            raise _invalid(f"expires_in is not an integer between 1 and {EXPIRES_IN_MAX}")
-        expires_in = raw_expires
-
-    raw_scope = data.get("scope")
-    if raw_scope is None:
-        scopes = requested if requested is not None else frozenset()
-    else:
-        if not isinstance(raw_scope, str):
-            raise _invalid("scope is not a string")
-        try:
-            scopes = parse_scopes(raw_scope)
-        except ValueError:
-            raise _invalid("scope is not an RFC 6749 scope string") from None
-
-    id_token = data.get("id_token")
-    if id_token is not None and (
-        not isinstance(id_token, str)
-        or len(id_token) > ID_TOKEN_MAX_LEN
-        or not _JWS_COMPACT.fullmatch(id_token)
-    ):
-        raise _invalid("id_token is not a compact JWS")
-
-    # client_info is undocumented (PagerDuty sends "prefix_legacy_app"); a malformed one is
-    # dropped rather than failing a flow over a field nothing depends on.
-    raw_client_info = data.get("client_info")
-    client_info = (
-        raw_client_info
-        if isinstance(raw_client_info, str)
-        and is_printable_token(raw_client_info, CLIENT_INFO_MAX_LEN)
-        else None
-    )
-
-    if raw_scope is not None:
+    data = _token_document(status, body, content_type)
+    access_token, refresh_token = _tokens(data, previous_refresh_token)
+    expires_in = _expires_in(data)
+    scope_sent, scopes = _granted_scopes(data, requested)
+    id_token = _id_token(data)
+    client_info = _client_info(data)
+    if scope_sent:
         missing = missing_scopes(required, scopes)
         if missing:
             raise InsufficientScopeError(sorted(missing), sorted(scopes))
@@ -297,6 +234,89 @@ def parse_token_response(
         client_info=client_info,
         received_at=now,
     )
+
+
+def _token_document(status: int, body: bytes, content_type: str | None) -> dict[str, Any]:
+    """The JSON object of a successful token response, or the error the response means."""
+    if not 200 <= status < 300:
+        raise _error_from(status, body, "token")
+    if len(body) > BODY_MAX_BYTES:
+        raise _invalid(f"the token response is larger than {BODY_MAX_BYTES} bytes")
+    if content_type is not None and not _is_json_media_type(content_type):
+        raise _invalid("the token response is not application/json")
+    try:
+        data = _load_json(body)
+    except ValueError:
+        raise _invalid("the token response is not strict JSON") from None
+    if not isinstance(data, dict):
+        raise _invalid("the token response is not a JSON object")
+    return data
+
+
+def _tokens(data: dict[str, Any], previous_refresh_token: str | None) -> tuple[str, str | None]:
+    token_type = data.get("token_type")
+    # isascii first: str.lower maps some non-ASCII letters onto ASCII ones.
+    if not isinstance(token_type, str) or not token_type.isascii() or token_type.lower() != _BEARER:
+        raise _invalid("token_type is not bearer")
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not is_printable_token(access_token, TOKEN_MAX_LEN):
+        raise _invalid(f"access_token is missing or not 1-{TOKEN_MAX_LEN} visible ASCII characters")
+    # Absent and JSON null mean the same for every optional member.
+    raw_refresh = data.get("refresh_token")
+    if raw_refresh is None:
+        return access_token, previous_refresh_token
+    if not isinstance(raw_refresh, str) or not is_printable_token(raw_refresh, TOKEN_MAX_LEN):
+        raise _invalid(f"refresh_token is not 1-{TOKEN_MAX_LEN} visible ASCII characters")
+    return access_token, raw_refresh
+
+
+def _expires_in(data: dict[str, Any]) -> int | None:
+    raw_expires = data.get("expires_in")
+    if raw_expires is None:
+        return None
+    # JSON true would pass as the int 1; 3600.0 is not an integer on the wire.
+    if (
+        isinstance(raw_expires, bool)
+        or not isinstance(raw_expires, int)
+        or not 0 < raw_expires <= EXPIRES_IN_MAX
+    ):
+        raise _invalid(f"expires_in is not an integer between 1 and {EXPIRES_IN_MAX}")
+    return raw_expires
+
+
+def _granted_scopes(
+    data: dict[str, Any], requested: frozenset[str] | None
+) -> tuple[bool, frozenset[str]]:
+    """(whether the server sent ``scope``, the granted scopes)."""
+    raw_scope = data.get("scope")
+    if raw_scope is None:
+        return False, requested if requested is not None else frozenset()
+    if not isinstance(raw_scope, str):
+        raise _invalid("scope is not a string")
+    try:
+        return True, parse_scopes(raw_scope)
+    except ValueError:
+        raise _invalid("scope is not an RFC 6749 scope string") from None
+
+
+def _id_token(data: dict[str, Any]) -> str | None:
+    id_token = data.get("id_token")
+    if id_token is not None and (
+        not isinstance(id_token, str)
+        or len(id_token) > ID_TOKEN_MAX_LEN
+        or not _JWS_COMPACT.fullmatch(id_token)
+    ):
+        raise _invalid("id_token is not a compact JWS")
+    return id_token
+
+
+def _client_info(data: dict[str, Any]) -> str | None:
+    # client_info is undocumented (PagerDuty sends "prefix_legacy_app"); a malformed one is
+    # dropped rather than failing a flow over a field nothing depends on.
+    raw = data.get("client_info")
+    if isinstance(raw, str) and is_printable_token(raw, CLIENT_INFO_MAX_LEN):
+        return raw
+    return None
 
 
 def parse_revocation_response(status: int, body: bytes) -> None:
