@@ -410,3 +410,21 @@ async def test_reset_forgets_subscriptions_and_counters(rig) -> None:
     assert (await rig.client.post("/_emulator/reset")).status_code == 200
     stats = await rig.stats()
     assert stats["subscriptions"] == stats["delivered"] == 0
+
+
+@pytest.mark.parametrize(
+    "knob",
+    [
+        {"webhook_timeout": 0},
+        {"webhook_max_attempts": 0},
+        {"webhook_retry_delays": ()},
+        {"webhook_retry_delays": (30.0, -1.0)},
+        {"webhook_retry_scale": float("nan")},
+        {"webhook_disable_after": 0},
+        {"webhook_disable_for": -1.0},
+        {"webhook_queue_limit": 0},
+    ],
+)
+def test_webhook_knobs_are_validated(knob: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="webhook_"):
+        EmulatorConfig(**knob)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import httpx
 import pagerduty
 import pytest
@@ -41,6 +42,7 @@ class NetReceiver:
     """Records deliveries (thread-safe); answers 503 ``failures`` times, then 202."""
 
     failures: int = 0
+    stall_first: float = 0.0  # seconds the first request is held (longer than the timeout)
     bodies: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     arrived: threading.Condition = field(init=False)
@@ -50,6 +52,10 @@ class NetReceiver:
 
     async def endpoint(self, request: Request) -> Response:
         body = await request.body()
+        with self.lock:
+            first = not self.bodies and self.stall_first > 0
+        if first:
+            await anyio.sleep(self.stall_first)  # the receiver being slow, not the test waiting
         with self.arrived:
             self.bodies.append((dict(request.headers), body))
             status = 503 if len(self.bodies) <= self.failures else 202
@@ -146,3 +152,19 @@ def test_deliveries_go_over_the_network_with_scaled_retries(receiver) -> None:
             assert json.loads(second)["event"]["data"]["id"] == incident.json()["incident"]["id"]
             stats = client.get("/_emulator/stats").json()["webhooks"]
             assert stats["retries"] == 1
+
+
+def test_a_receiver_slower_than_the_timeout_gets_the_webhook_again(receiver) -> None:
+    recorder, url = receiver
+    recorder.failures, recorder.stall_first = 0, 1.0
+    config = EmulatorConfig(webhook_timeout=0.2, webhook_retry_scale=0.001)
+    state = make_emulator_state(config, clock=EmulatorClock())
+    with EmulatorServer(state=state) as server, httpx.Client(base_url=server.url) as client:
+        headers = {"Authorization": f"Token token={state.directory.api_keys[ACME].token}"}
+        created = client.post(
+            "/webhook_subscriptions", headers=headers, json=subscription_body(url=url)
+        )
+        assert created.status_code == 200, created.text
+        assert client.post("/_emulator/incidents", json={"account": ACME}).status_code == 201
+        (first_headers, _), (second_headers, _) = recorder.wait_for(2)
+        assert first_headers["x-webhook-id"] == second_headers["x-webhook-id"]
