@@ -205,7 +205,7 @@ async def test_5xx_and_429_are_retried_on_the_emulator_clock_then_delivered_once
     await rig.advance(29)  # the first retry is due 30 s later: not yet
     await until(rig.settled)
     assert len(first) == 1
-    for delay, seen in ((1, 2), (90, 3), (270, 4)):
+    for delay, seen in ((1, 2), (60, 3), (120, 4)):
         await rig.advance(delay)
         await rig.receiver.wait_for(seen)
     await until(rig.settled)
@@ -222,17 +222,27 @@ async def test_5xx_and_429_are_retried_on_the_emulator_clock_then_delivered_once
     )
 
 
-async def test_later_webhooks_wait_behind_a_retrying_one(rig) -> None:
+async def test_a_retrying_webhook_holds_back_its_incident_only(rig) -> None:
     await rig.subscribe()
     rig.receiver.script.append(500)
     first = await rig.trigger(title="first")
-    second = await rig.trigger(title="second")
     await rig.receiver.wait_for(1)
     await until(rig.settled)
-    assert len(rig.receiver.received) == 1  # the second waits for the first's retry
+    acked = await rig.client.post(
+        f"/_emulator/incidents/{first['id']}", json={"status": "acknowledged"}
+    )
+    assert acked.status_code == 200
+    second = await rig.trigger(title="second")
+    got = await rig.receiver.wait_for(2)  # the other incident is not held back
+    assert got[1].event["data"]["id"] == second["id"]
+    await until(rig.settled)
+    assert len(rig.receiver.received) == 2  # the acknowledgement waits for the retry
     await rig.advance(30)
-    got = await rig.receiver.wait_for(3)
-    assert [r.event["data"]["id"] for r in got] == [first["id"], first["id"], second["id"]]
+    got = await rig.receiver.wait_for(4)
+    assert [(r.event["data"]["id"], r.event["event_type"]) for r in got[2:]] == [
+        (first["id"], "incident.triggered"),
+        (first["id"], "incident.acknowledged"),
+    ]
 
 
 async def test_other_4xx_is_dropped_without_retry(rig) -> None:
@@ -248,19 +258,30 @@ async def test_other_4xx_is_dropped_without_retry(rig) -> None:
     assert (stats["failed"], stats["retries"], stats["disabled"]) == (1, 0, 0)
 
 
-@pytest.mark.parametrize("config", [EmulatorConfig(webhook_max_attempts=2)])
-async def test_retries_run_out_after_max_attempts(rig) -> None:
-    await rig.subscribe()
+@pytest.mark.parametrize(
+    ("config", "steps"),
+    [
+        # 30 s delays, a 100 s window: attempts at 0, 30, 60, 90 s; one at 120 s is refused.
+        (EmulatorConfig(webhook_retry_delays=(30.0,), webhook_retry_window=100.0), (30, 30, 30)),
+        # The default schedule (30, 60, 120 s …) capped at 4 attempts.
+        (EmulatorConfig(webhook_max_attempts=4), (30, 60, 120)),
+    ],
+)
+async def test_retries_end_with_the_window_or_the_attempt_cap(rig, steps) -> None:
     rig.receiver.default = 503
+    await rig.subscribe()
     await rig.trigger()
     await rig.receiver.wait_for(1)
-    await rig.advance(30)
-    await rig.receiver.wait_for(2)
+    for seen, delay in enumerate(steps, start=2):
+        await until(rig.settled)
+        await rig.advance(delay)
+        await rig.receiver.wait_for(seen)
     await until(rig.settled)
-    await rig.advance(3600)
+    await rig.advance(48 * 3600)
     await until(rig.settled)
-    assert len(rig.receiver.received) == 2
-    assert (await rig.stats())["failed"] == 1
+    assert len(rig.receiver.received) == 4
+    stats = await rig.stats()
+    assert (stats["failed"], stats["retries"], stats["pending"]) == (1, 3, 0)
 
 
 async def test_three_dropped_webhooks_disable_the_subscription_until_enabled(rig) -> None:
@@ -417,6 +438,7 @@ async def test_reset_forgets_subscriptions_and_counters(rig) -> None:
     [
         {"webhook_timeout": 0},
         {"webhook_max_attempts": 0},
+        {"webhook_retry_window": -1.0},
         {"webhook_retry_delays": ()},
         {"webhook_retry_delays": (30.0, -1.0)},
         {"webhook_retry_scale": float("nan")},

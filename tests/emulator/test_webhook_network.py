@@ -5,12 +5,15 @@ backoff compressed by ``webhook_retry_scale`` on the emulator's real-time clock.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import hmac
 import json
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,23 +71,46 @@ class NetReceiver:
             return list(self.bodies)
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[NetReceiver, str]]:
-    recorder = NetReceiver(failures=1)
+def poll_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def serve(recorder: NetReceiver, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """``recorder`` on a real socket (uvicorn in a thread); yields its URL."""
     app = Starlette(routes=[Route("/hook", recorder.endpoint, methods=["POST"])])
     sock = bind_socket("127.0.0.1", 0)
-    config = uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level="critical",  # the TLS tests make handshakes fail on purpose
+        lifespan="off",
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+    )
+    config.load()
     server = uvicorn.Server(config)
     thread, ready = start_daemon(
         lambda: server.run(sockets=[sock]), lambda: server.started, name="receiver", timeout=10
     )
     try:
         assert ready
-        yield recorder, format_url("http", "127.0.0.1", sock.getsockname()[1]) + "/hook"
+        scheme = "https" if tls else "http"
+        yield format_url(scheme, "127.0.0.1", sock.getsockname()[1]) + "/hook"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[NetReceiver, str]]:
+    recorder = NetReceiver(failures=1)
+    with serve(recorder) as url:
+        yield recorder, url
 
 
 @dataclass(frozen=True)
@@ -168,3 +194,43 @@ def test_a_receiver_slower_than_the_timeout_gets_the_webhook_again(receiver) -> 
         assert client.post("/_emulator/incidents", json={"account": ACME}).status_code == 201
         (first_headers, _), (second_headers, _) = recorder.wait_for(2)
         assert first_headers["x-webhook-id"] == second_headers["x-webhook-id"]
+
+
+@pytest.mark.parametrize(("expired", "outcome"), [(True, "retries"), (False, "failed")])
+def test_tls_errors_are_permanent_except_an_expired_certificate(
+    tmp_path: Path, expired: bool, outcome: str
+) -> None:
+    ca = trustme.CA()
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        ca.issue_cert("127.0.0.1", not_before=past, not_after=past + datetime.timedelta(days=1))
+        if expired
+        else trustme.CA().issue_cert("127.0.0.1")  # signed by a CA the emulator does not trust
+    )
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+
+    config = EmulatorConfig(webhook_retry_scale=1.0)
+    state = make_emulator_state(config, clock=EmulatorClock())
+    state.webhooks.transport = httpx.AsyncHTTPTransport(verify=trusting)
+    recorder = NetReceiver()
+    with (
+        serve(recorder, (certfile, keyfile)) as url,
+        EmulatorServer(state=state) as server,
+        httpx.Client(base_url=server.url) as client,
+    ):
+        headers = {"Authorization": f"Token token={state.directory.api_keys[ACME].token}"}
+        created = client.post(
+            "/webhook_subscriptions", headers=headers, json=subscription_body(url=url)
+        )
+        assert created.status_code == 200, created.text
+        assert client.post("/_emulator/incidents", json={"account": ACME}).status_code == 201
+        # Nothing reaches the handler: poll the emulator's counters, with a bound.
+        poll_until(lambda: client.get("/_emulator/stats").json()["webhooks"][outcome] == 1)
+        stats = client.get("/_emulator/stats").json()["webhooks"]
+        assert stats["attempts"] == 1
+        assert stats["delivered"] == 0
+        assert recorder.bodies == []

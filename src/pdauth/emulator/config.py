@@ -43,13 +43,15 @@ class EmulatorConfig:
     - ``issuer``: the id_token ``iss`` and discovery ``issuer``; the default is what PagerDuty's
       production sample token carries (its prose says ``identity.pagerduty.com``).
     - ``webhook_*``: v3 webhook delivery (PagerDuty/developer-docs webhooks 02-Behavior.md):
-      a 5 s timeout, 5 attempts, disablement for 24 hours after 3 consecutive dropped webhooks,
-      at most 4000 queued per subscription. PagerDuty documents "exponential backoff over the
-      course of about 20 minutes" but not the schedule: ``webhook_retry_delays`` (30, 90, 270,
-      810 s, i.e. 20 minutes) is our assumption, multiplied by ``webhook_retry_scale`` (e.g.
-      0.001 on a real socket, where the emulator clock runs in real time). The
-      ``User-Agent`` is our assumption too; ``webhook_bad_signatures`` signs every delivery
-      with a wrong key (negative tests).
+      a 5 s timeout, retries "for up to 48 hours" (``webhook_retry_window``), disablement for
+      24 hours after 3 consecutive dropped webhooks. PagerDuty documents neither the backoff
+      schedule nor a queue limit: ``webhook_retry_delays`` (30 s doubling up to 1 hour, then
+      hourly) and ``webhook_queue_limit`` (4000 per subscription and incident, the figure of
+      PagerDuty's older extension docs) are our assumptions; ``webhook_max_attempts`` caps the
+      attempts (``None``: the window alone decides; the older docs said 5). Delays and the
+      window are multiplied by ``webhook_retry_scale`` (e.g. 0.001 on a real socket, where the
+      emulator clock runs in real time). The ``User-Agent`` is our assumption too;
+      ``webhook_bad_signatures`` signs every delivery with a wrong key (negative tests).
     """
 
     seed: int = 1
@@ -67,8 +69,18 @@ class EmulatorConfig:
     id_token_ttl: int = 3600
     demo_app: bool = True
     webhook_timeout: float = 5.0
-    webhook_max_attempts: int = 5
-    webhook_retry_delays: tuple[float, ...] = (30.0, 90.0, 270.0, 810.0)
+    webhook_max_attempts: int | None = None
+    webhook_retry_delays: tuple[float, ...] = (
+        30.0,
+        60.0,
+        120.0,
+        240.0,
+        480.0,
+        960.0,
+        1920.0,
+        3600.0,
+    )
+    webhook_retry_window: float = 48 * 3600.0
     webhook_retry_scale: float = 1.0
     webhook_disable_after: int = 3
     webhook_disable_for: float = 86_400.0
@@ -102,8 +114,10 @@ class EmulatorConfig:
     def _check_webhooks(self) -> None:
         if not (math.isfinite(self.webhook_timeout) and self.webhook_timeout > 0):
             raise ValueError("webhook_timeout must be a positive number of seconds")
-        if self.webhook_max_attempts < 1:
-            raise ValueError("webhook_max_attempts must be at least 1")
+        if self.webhook_max_attempts is not None and self.webhook_max_attempts < 1:
+            raise ValueError("webhook_max_attempts must be at least 1 (or None)")
+        if not (math.isfinite(self.webhook_retry_window) and self.webhook_retry_window >= 0):
+            raise ValueError("webhook_retry_window must be a non-negative number of seconds")
         delays = self.webhook_retry_delays
         if not delays or not all(math.isfinite(d) and d >= 0 for d in delays):
             raise ValueError("webhook_retry_delays must be non-negative seconds (at least one)")

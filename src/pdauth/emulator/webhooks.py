@@ -6,16 +6,19 @@
 ``X-PagerDuty-Signature: v1=<hex HMAC-SHA256 of the raw body>`` — one ``v1=`` entry per live
 secret, comma-separated, so a rotation has an overlap (``04-Signatures.md``) — and posts it from a
 background task over httpx. Retries, backoff and temporary disablement follow ``02-Behavior.md``:
-no answer, a timeout, a connection failure (not TLS), a 5xx or a 429 is retried, up to 5 attempts
-in all; any other non-2xx drops the webhook at once; after 3 consecutive dropped webhooks the
-subscription is temporarily disabled for 24 hours and its queue is dropped; each subscription
-delivers in order (a retrying webhook holds back the later ones, up to 4000 queued).
+no answer, a timeout, a connection failure, an expired server certificate, a 5xx or a 429 is
+retried "periodically … for up to 48 hours"; any other 4xx and other TLS errors drop the webhook
+at once; after 3 consecutive dropped webhooks (permanent errors or exhausted retries) the
+subscription is disabled for 24 hours (``temporarily_disabled``, lifted early by
+``POST /webhook_subscriptions/{id}/enable``) and its queue is dropped. Webhooks of one
+subscription and resource (incident) go out in order: a retrying one holds back the later ones
+for the same incident, not the others.
 
 Time is the emulator's: a webhook due at emulator time T goes out once the clock passes T, so a
 test moves a retry forward with ``POST /_emulator/clock``. Where PagerDuty is silent (the exact
-backoff schedule, the ``User-Agent``, the ping payload, redirects, whether a 4xx counts toward
-disablement) the choice is labelled "Assumption" and is a knob of
-:class:`~pdauth.emulator.config.EmulatorConfig` where it matters.
+backoff schedule, the ``User-Agent``, the ping payload, redirects, the queue limit) the choice is
+labelled "Assumption" and is a knob of :class:`~pdauth.emulator.config.EmulatorConfig` where it
+matters.
 """
 
 from __future__ import annotations
@@ -108,6 +111,12 @@ class _Delivery:
     body: bytes = field(repr=False)
     due_at: float
     attempt: int = 1
+    first_attempt_at: float | None = None
+
+
+# One delivery queue per subscription and resource (02-Behavior.md: later webhooks "for this
+# extension or subscription and resource ID will be queued" behind a retrying one).
+QueueKey = tuple[str, str]
 
 
 class WebhookHub:
@@ -123,8 +132,8 @@ class WebhookHub:
         self.subscriptions: dict[str, Subscription] = {}
         self.transport: httpx.AsyncBaseTransport | None = None
         self.bad_signatures = 0  # the next N attempts carry a wrong signature (control API)
-        self._queues: dict[str, deque[_Delivery]] = {}
-        self._busy: set[str] = set()
+        self._queues: dict[QueueKey, deque[_Delivery]] = {}
+        self._busy: set[QueueKey] = set()
         self._inflight: set[asyncio.Task[None]] = set()
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -139,7 +148,7 @@ class WebhookHub:
         self.subscriptions[subscription.id] = subscription
 
     def remove(self, subscription_id: str) -> bool:
-        self._queues.pop(subscription_id, None)
+        self._drop_queues(subscription_id)
         return self.subscriptions.pop(subscription_id, None) is not None
 
     def of_account(self, account_id: str) -> list[Subscription]:
@@ -211,7 +220,7 @@ class WebhookHub:
             "data": incident_data(links, incident),
         }
         self._count("events")
-        return sum(self._enqueue(s, {"event": event}) for s in targets)
+        return sum(self._enqueue(s, incident.id, {"event": event}) for s in targets)
 
     def ping(self, subscription: Subscription) -> bool:
         """``pagey.ping`` (``POST /webhook_subscriptions/{id}/ping``), whatever the events list.
@@ -226,9 +235,9 @@ class WebhookHub:
             "data": {"message": "Hello from your friend Pagey!", "type": "ping"},
         }
         self._count("events")
-        return self._enqueue(subscription, {"event": event})
+        return self._enqueue(subscription, "pagey", {"event": event})
 
-    def _enqueue(self, subscription: Subscription, payload: dict[str, Any]) -> bool:
+    def _enqueue(self, subscription: Subscription, resource: str, payload: dict[str, Any]) -> bool:
         now = self.state.clock.now()
         if not subscription.active:
             return False
@@ -238,7 +247,7 @@ class WebhookHub:
             return False
         if subscription.disabled_until is not None:  # the 24 hours are over
             self.enable(subscription)
-        queue = self._queues.setdefault(subscription.id, deque())
+        queue = self._queues.setdefault((subscription.id, resource), deque())
         if len(queue) >= self.state.config.webhook_queue_limit:
             self._count("dropped")
             return False
@@ -296,18 +305,18 @@ class WebhookHub:
                     await asyncio.wait_for(wake.wait(), wait)
 
     def _start_due(self, client: httpx.AsyncClient) -> float | None:
-        """Start one attempt per subscription whose head is due; seconds until the next."""
+        """Start one attempt per queue whose head is due; seconds until the next is due."""
         now = self.state.clock.now()
         next_due: float | None = None
-        for sub_id, queue in list(self._queues.items()):
+        for key, queue in list(self._queues.items()):
             if not queue:
-                del self._queues[sub_id]
+                del self._queues[key]
                 continue
-            if sub_id in self._busy:
+            if key in self._busy:
                 continue
             if queue[0].due_at <= now:
-                self._busy.add(sub_id)
-                task = asyncio.get_running_loop().create_task(self._attempt(client, sub_id))
+                self._busy.add(key)
+                task = asyncio.get_running_loop().create_task(self._attempt(client, key))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             else:
@@ -316,19 +325,21 @@ class WebhookHub:
             return None
         return min(max(next_due - now, 0.0), MAX_WAIT)
 
-    async def _attempt(self, client: httpx.AsyncClient, sub_id: str) -> None:
+    async def _attempt(self, client: httpx.AsyncClient, key: QueueKey) -> None:
         try:
-            queue = self._queues.get(sub_id)
-            subscription = self.subscriptions.get(sub_id)
+            queue = self._queues.get(key)
+            subscription = self.subscriptions.get(key[0])
             if not queue or subscription is None:
                 return
             delivery = queue[0]
+            if delivery.first_attempt_at is None:
+                delivery.first_attempt_at = self.state.clock.now()
             outcome = await self._post(client, subscription, delivery)
-            self._settle(subscription, delivery, outcome)
+            self._settle(subscription, queue, outcome)
         except Exception:
             logger.exception("emulator webhook delivery failed unexpectedly")
         finally:
-            self._busy.discard(sub_id)
+            self._busy.discard(key)
             if self._wake is not None:
                 self._wake.set()
 
@@ -353,9 +364,9 @@ class WebhookHub:
         try:
             response = await client.post(subscription.url, content=delivery.body, headers=headers)
         except httpx.ConnectError as exc:
-            # 02-Behavior.md: a connection that cannot be established is retried, except on
-            # TLS errors, which are permanent.
-            return "drop" if _is_tls_error(exc) else "retry"
+            # 02-Behavior.md: a connection that cannot be established is retried, and so is an
+            # expired server certificate; other TLS errors are permanent.
+            return _connect_outcome(exc)
         except httpx.TransportError:
             return "retry"  # timeouts, resets, protocol errors: "no response / timeout"
         if 200 <= response.status_code < 300:
@@ -365,25 +376,23 @@ class WebhookHub:
         # Assumption: 3xx (redirects are not followed) are dropped like a 4xx.
         return "drop"
 
-    def _settle(self, subscription: Subscription, delivery: _Delivery, outcome: str) -> None:
+    def _settle(self, subscription: Subscription, queue: deque[_Delivery], outcome: str) -> None:
         config = self.state.config
-        queue = self._queues.get(subscription.id)
+        delivery = queue[0]
         now = self.state.clock.now()
         if outcome == "ok":
             self._count("delivered")
             subscription.consecutive_failures = 0
-        elif outcome == "retry" and delivery.attempt < config.webhook_max_attempts:
-            delay = config.webhook_retry_delays[
-                min(delivery.attempt, len(config.webhook_retry_delays)) - 1
-            ]
+        elif outcome == "retry" and self._may_retry(delivery, now):
+            delays = config.webhook_retry_delays
+            delay = delays[min(delivery.attempt, len(delays)) - 1] * config.webhook_retry_scale
             delivery.attempt += 1
-            delivery.due_at = now + delay * config.webhook_retry_scale
+            delivery.due_at = now + delay
             self._count("retries")
-            return  # stays at the head: later webhooks wait (ordering)
+            return  # stays at the head: later webhooks for this resource wait (ordering)
         else:
             self._count("failed")
-            # Assumption: a webhook dropped for a 4xx counts toward disablement like one
-            # whose retries ran out (02-Behavior.md: "dropped due to delivery failure").
+            # 02-Behavior.md: permanent errors and exhausted retries both count.
             subscription.consecutive_failures += 1
             if subscription.consecutive_failures >= config.webhook_disable_after:
                 self._disable(subscription, now)
@@ -391,11 +400,28 @@ class WebhookHub:
         if queue and queue[0] is delivery:
             queue.popleft()
 
+    def _may_retry(self, delivery: _Delivery, now: float) -> bool:
+        """Within the attempt cap (if any) and the retry window (48 h) from the first try."""
+        config = self.state.config
+        if (
+            config.webhook_max_attempts is not None
+            and delivery.attempt >= config.webhook_max_attempts
+        ):
+            return False
+        delays = config.webhook_retry_delays
+        delay = delays[min(delivery.attempt, len(delays)) - 1] * config.webhook_retry_scale
+        first = delivery.first_attempt_at if delivery.first_attempt_at is not None else now
+        return now + delay <= first + config.webhook_retry_window * config.webhook_retry_scale
+
+    def _drop_queues(self, subscription_id: str) -> int:
+        keys = [k for k in self._queues if k[0] == subscription_id]
+        return sum(len(self._queues.pop(k)) for k in keys)
+
     def _disable(self, subscription: Subscription, now: float) -> None:
         subscription.disabled_until = now + self.state.config.webhook_disable_for
         self._count("disabled")
-        dropped = self._queues.pop(subscription.id, deque())
-        self._count("dropped", max(0, len(dropped) - 1))  # the head was counted as failed
+        dropped = self._drop_queues(subscription.id)
+        self._count("dropped", max(0, dropped - 1))  # the head was counted as failed
         logger.info("webhook subscription %s temporarily disabled", subscription.id)
 
 
@@ -404,15 +430,21 @@ def new_secret() -> str:
     return secrets.token_urlsafe(48)
 
 
-def _is_tls_error(exc: BaseException) -> bool:
+# OpenSSL's X509_V_ERR_CERT_HAS_EXPIRED: the one TLS failure PagerDuty retries.
+_CERT_EXPIRED = 10
+
+
+def _connect_outcome(exc: BaseException) -> str:
     seen: BaseException | None = exc
-    for _ in range(5):
+    for _ in range(6):
         if seen is None:
-            return False
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return "retry" if seen.verify_code == _CERT_EXPIRED else "drop"
         if isinstance(seen, ssl.SSLError):
-            return True
+            return "drop"
         seen = seen.__cause__ or seen.__context__
-    return False
+    return "retry"
 
 
 def incident_data(links: Links, incident: Incident) -> dict[str, object]:
