@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pdauth.store.aio import AsyncStore
 from pdauth.store.database import Store
+from pdauth.store.pd_events import AsyncPagerDutyEventStore, PagerDutyEventStore, SubscriptionRow
 from pdauth.store.records import (
     ConnectionRow,
     EventRow,
@@ -20,14 +21,17 @@ from pdauth.store.records import (
 )
 
 __all__ = [
+    "AsyncPagerDutyEventStore",
     "AsyncStore",
     "ConnectionRow",
     "EventRow",
     "NewConnection",
     "NewEvent",
     "NewPending",
+    "PagerDutyEventStore",
     "PendingRow",
     "Store",
+    "SubscriptionRow",
     "upgrade",
 ]
 

@@ -36,6 +36,9 @@ class PendingTable(StoreBase):
             redirect_uri=rec.redirect_uri,
             scopes=rec.scopes,
             return_to=rec.return_to,
+            expected_account=rec.expected_account,
+            expected_user=rec.expected_user,
+            connection_id=rec.connection_id,
             created_at=now,
             expires_at=float(rec.expires_at),
         )

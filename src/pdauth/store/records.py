@@ -154,6 +154,8 @@ class ConnectionRow:
     last_error_code: str | None
     last_error_message: str | None
     last_error_at: float | None
+    # Space-separated scopes PagerDuty said a call needs and the grant lacks, if any.
+    missing_scopes: str | None = None
 
     @property
     def is_active(self) -> bool:
@@ -179,6 +181,11 @@ class NewPending:
     scopes: str
     expires_at: float
     return_to: str | None = None
+    # Who the link was meant for (subdomain or account id; user id or email), if anyone.
+    expected_account: str | None = None
+    expected_user: str | None = None
+    # A re-consent: the connection an approval updates in place.
+    connection_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.state_hash, str) or not _STATE_HASH.fullmatch(self.state_hash):
@@ -204,6 +211,9 @@ class PendingRow:
     return_to: str | None
     created_at: float
     expires_at: float
+    expected_account: str | None = None
+    expected_user: str | None = None
+    connection_id: str | None = None
 
     def is_expired(self, now: float) -> bool:
         return now >= self.expires_at

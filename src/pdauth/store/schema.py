@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["connections", "events", "metadata", "pending_authorizations"]
+__all__ = ["admin_sessions", "connections", "events", "metadata", "pending_authorizations"]
 
 # Deterministic constraint names, identical on SQLite and PostgreSQL, so later migrations
 # can drop or alter them by name.
@@ -58,6 +58,9 @@ connections = sa.Table(
     sa.Column("last_error_code", sa.String(64), nullable=True),
     sa.Column("last_error_message", sa.Text(), nullable=True),
     sa.Column("last_error_at", sa.Double(), nullable=True),
+    # Space-separated scopes PagerDuty said a call needs and the grant lacks (its 403
+    # "Token missing required scopes"); NULL when none is known.
+    sa.Column("missing_scopes", sa.Text(), nullable=True),
     sa.CheckConstraint("kind IN ('user', 'app')", name="kind"),
     sa.CheckConstraint("region IN ('us', 'eu')", name="region"),
     sa.CheckConstraint("status IN ('active', 'needs_reauth', 'revoked')", name="status"),
@@ -105,6 +108,12 @@ pending_authorizations = sa.Table(
     sa.Column("return_to", sa.Text(), nullable=True),
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("expires_at", sa.Double(), nullable=False),
+    # Who a connect link was meant for (a subdomain or account id; a user id or email):
+    # an approval by anyone else stores nothing.
+    sa.Column("expected_account", sa.Text(), nullable=True),
+    sa.Column("expected_user", sa.Text(), nullable=True),
+    # Set for a re-consent: the connection the approval updates in place.
+    sa.Column("connection_id", sa.String(40), nullable=True),
     sa.Index("ix_pending_authorizations_owner", "owner"),
     sa.Index("ix_pending_authorizations_binding_hash", "binding_hash"),
     sa.Index("ix_pending_authorizations_expires_at", "expires_at"),
@@ -132,4 +141,18 @@ events = sa.Table(
         postgresql_where=sa.text("delivered_at IS NULL"),
     ),
     sqlite_autoincrement=True,
+)
+
+# Server-side admin sign-in. The cookie carries a random id; only its SHA-256 is stored, so a
+# copy of this table signs nobody in. ``password_fingerprint`` is an HMAC of the admin
+# password under the session secret (never the password): a password change ends them all.
+admin_sessions = sa.Table(
+    "admin_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("password_fingerprint", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("last_seen_at", sa.Double(), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=False),
+    sa.Index("ix_admin_sessions_expires_at", "expires_at"),
 )

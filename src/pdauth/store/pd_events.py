@@ -1,0 +1,269 @@
+"""PagerDuty's events per connection: the webhook subscription of each connection and the
+deliveries received from PagerDuty (de-duplicated by ``X-Webhook-Id``).
+
+``pd_subscriptions`` holds one row per connection: an unguessable ``key`` (the receiver URL's
+last segment), PagerDuty's subscription id, the signing secret sealed (``secret_ct``), a
+``state`` and the retry schedule of the keeper's reconciliation. ``pd_deliveries`` keeps the
+id of every delivery accepted; recording one appends its pdauth event in the *same*
+transaction, so a repeated delivery can never become a second event (the insert loses the
+race and nothing is appended). :class:`PagerDutyEventStore` runs inside the
+:class:`~pdauth.store.Store`'s own transactions (same engine, same error mapping and retries);
+:class:`AsyncPagerDutyEventStore` is its coroutine form.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import anyio
+import anyio.to_thread
+import sqlalchemy as sa
+
+from pdauth.store.base import error_message, page_limit
+from pdauth.store.database import Store
+from pdauth.store.records import NewEvent
+from pdauth.store.schema import connections, metadata
+
+__all__ = [
+    "SUBSCRIPTION_STATES",
+    "AsyncPagerDutyEventStore",
+    "PagerDutyEventStore",
+    "SubscriptionRow",
+    "pd_deliveries",
+    "pd_subscriptions",
+]
+
+T = TypeVar("T")
+
+#: pending: to create; active; no_scope: the grant lacks the scope to create it; failed: the
+#: last attempt failed (retried); needs_reauth: kept, but its connection needs re-consent;
+#: disabled: PagerDuty disabled it after failed deliveries; deleting: a deletion is queued;
+#: deleted: gone at PagerDuty (or never existed) after a disconnect.
+SUBSCRIPTION_STATES: Final = (
+    "pending",
+    "active",
+    "no_scope",
+    "failed",
+    "needs_reauth",
+    "disabled",
+    "deleting",
+    "deleted",
+)
+
+pd_subscriptions = sa.Table(
+    "pd_subscriptions",
+    metadata,
+    sa.Column("connection_id", sa.String(40), primary_key=True),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("pd_subscription_id", sa.String(64), nullable=True),
+    sa.Column("secret_ct", sa.Text(), nullable=True),
+    sa.Column("events", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", sa.Double(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.UniqueConstraint("key"),
+)
+
+pd_deliveries = sa.Table(
+    "pd_deliveries",
+    metadata,
+    sa.Column("webhook_id", sa.String(128), primary_key=True),
+    sa.Column("subscription_key", sa.String(64), nullable=False),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("received_at", sa.Double(), nullable=False),
+    sa.Index("ix_pd_deliveries_received_at", "received_at"),
+)
+
+_s = pd_subscriptions.c
+_d = pd_deliveries.c
+_c = connections.c
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubscriptionRow:
+    """One row of ``pd_subscriptions`` (``secret_ct`` is ciphertext, kept out of ``repr``)."""
+
+    connection_id: str
+    key: str = field(repr=False)
+    state: str
+    pd_subscription_id: str | None
+    secret_ct: str | None = field(repr=False)
+    events: str
+    attempts: int
+    next_attempt_at: float | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+def _row(row: sa.Row[Any]) -> SubscriptionRow:
+    values = dict(row._mapping)
+    for name in ("next_attempt_at", "created_at", "updated_at"):
+        if values[name] is not None:
+            values[name] = float(values[name])
+    return SubscriptionRow(**values)
+
+
+class PagerDutyEventStore:
+    """The two tables' operations, run through ``store``'s transactions."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def _run(self, operation: str, work: Callable[[sa.Connection], T], *, write: bool) -> T:
+        return self._store._run(operation, work, write=write)
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def get_subscription(self, connection_id: str) -> SubscriptionRow | None:
+        stmt = sa.select(pd_subscriptions).where(_s.connection_id == connection_id)
+        return self._run("get_subscription", lambda c: _first(c, stmt), write=False)
+
+    def subscription_by_key(self, key: str) -> SubscriptionRow | None:
+        if not isinstance(key, str) or not 0 < len(key) <= 64:
+            return None
+        stmt = sa.select(pd_subscriptions).where(_s.key == key)
+        return self._run("subscription_by_key", lambda c: _first(c, stmt), write=False)
+
+    def save_subscription(self, row: SubscriptionRow) -> None:
+        """Insert or replace the connection's row (all columns)."""
+        values = {name: getattr(row, name) for name in pd_subscriptions.c.keys()}  # noqa: SIM118
+        values["last_error"] = None if row.last_error is None else error_message(row.last_error)
+        stmt = (
+            self._store._insert(pd_subscriptions)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=["connection_id"],
+                set_={k: v for k, v in values.items() if k != "connection_id"},
+            )
+        )
+        self._run("save_subscription", lambda c: c.execute(stmt), write=True)
+
+    def update_subscription(self, connection_id: str, **values: Any) -> bool:
+        if "last_error" in values and values["last_error"] is not None:
+            values["last_error"] = error_message(values["last_error"])
+        stmt = sa.update(pd_subscriptions).where(_s.connection_id == connection_id).values(**values)
+        return bool(
+            self._run("update_subscription", lambda c: c.execute(stmt).rowcount, write=True)
+        )
+
+    def subscriptions_due(self, *, now: float, limit: int = 100) -> list[str]:
+        """Active connections whose subscription needs work: none yet, a retry due, marked
+        needs_reauth or deleted (reconnected since), or no_scope (its grant changed since)."""
+        joined = connections.outerjoin(pd_subscriptions, _s.connection_id == _c.id)
+        stmt = (
+            sa.select(_c.id)
+            .select_from(joined)
+            .where(
+                _c.status == "active",
+                sa.or_(
+                    _s.connection_id.is_(None),
+                    sa.and_(
+                        _s.state.in_(("pending", "failed")),
+                        sa.or_(_s.next_attempt_at.is_(None), _s.next_attempt_at <= float(now)),
+                    ),
+                    _s.state.in_(("needs_reauth", "deleted")),
+                    sa.and_(_s.state == "no_scope", _c.updated_at > _s.updated_at),
+                ),
+            )
+            .order_by(_c.id)
+            .limit(page_limit(limit))
+        )
+        return self._run(
+            "subscriptions_due", lambda c: [r[0] for r in c.execute(stmt)], write=False
+        )
+
+    def mark_needs_reauth(self, *, now: float) -> int:
+        """Mark active subscriptions of connections that need re-consent; returns how many."""
+        stale = sa.select(_c.id).where(_c.status == "needs_reauth")
+        stmt = (
+            sa.update(pd_subscriptions)
+            .where(_s.state == "active", _s.connection_id.in_(stale))
+            .values(state="needs_reauth", updated_at=float(now))
+        )
+        return int(self._run("mark_needs_reauth", lambda c: c.execute(stmt).rowcount, write=True))
+
+    # -- deliveries -----------------------------------------------------------------------
+
+    def record_delivery(
+        self, webhook_id: str, subscription: SubscriptionRow, event: NewEvent, now: float
+    ) -> int | None:
+        """Record delivery ``webhook_id`` and append ``event`` in one transaction; the event's
+        id, or None when this delivery id was recorded before (nothing appended)."""
+        insert = (
+            self._store._insert(pd_deliveries)
+            .values(
+                webhook_id=webhook_id,
+                subscription_key=subscription.key,
+                connection_id=subscription.connection_id,
+                received_at=float(now),
+            )
+            .on_conflict_do_nothing(index_elements=["webhook_id"])
+            .returning(_d.webhook_id)
+        )
+
+        def work(conn: sa.Connection) -> int | None:
+            if conn.execute(insert).first() is None:
+                return None
+            return self._store._append_event(conn, event, float(now))  # last statement
+
+        return self._run("record_delivery", work, write=True)
+
+    def purge_deliveries(self, *, before: float) -> int:
+        """Forget delivery ids received before ``before`` (PagerDuty retries for minutes)."""
+        stmt = sa.delete(pd_deliveries).where(_d.received_at < float(before))
+        return int(self._run("purge_deliveries", lambda c: c.execute(stmt).rowcount, write=True))
+
+
+def _first(conn: sa.Connection, stmt: sa.Select[Any]) -> SubscriptionRow | None:
+    found = conn.execute(stmt).first()
+    return None if found is None else _row(found)
+
+
+class AsyncPagerDutyEventStore:
+    """:class:`PagerDutyEventStore`'s methods as coroutines (each in a worker thread)."""
+
+    def __init__(self, store: Store) -> None:
+        self.sync = PagerDutyEventStore(store)
+
+    async def get_subscription(self, connection_id: str) -> SubscriptionRow | None:
+        return await _call(self.sync.get_subscription, connection_id)
+
+    async def subscription_by_key(self, key: str) -> SubscriptionRow | None:
+        return await _call(self.sync.subscription_by_key, key)
+
+    async def save_subscription(self, row: SubscriptionRow) -> None:
+        await _call(self.sync.save_subscription, row)
+
+    async def update_subscription(self, connection_id: str, **values: Any) -> bool:
+        return await _call(
+            functools.partial(self.sync.update_subscription, **values), connection_id
+        )
+
+    async def subscriptions_due(self, *, now: float, limit: int = 100) -> list[str]:
+        return await _call(functools.partial(self.sync.subscriptions_due, now=now, limit=limit))
+
+    async def mark_needs_reauth(self, *, now: float) -> int:
+        return await _call(functools.partial(self.sync.mark_needs_reauth, now=now))
+
+    async def record_delivery(
+        self, webhook_id: str, subscription: SubscriptionRow, event: NewEvent, now: float
+    ) -> int | None:
+        return await _call(self.sync.record_delivery, webhook_id, subscription, event, now)
+
+    async def purge_deliveries(self, *, before: float) -> int:
+        return await _call(functools.partial(self.sync.purge_deliveries, before=before))
+
+
+async def _call(fn: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args))
