@@ -134,3 +134,26 @@ def test_repr_of_pending_shows_no_verifier_state_hash_or_binding(store: Store) -
 def test_new_pending_is_keyword_only() -> None:
     with pytest.raises(TypeError):
         NewPending("h", "o")  # type: ignore[call-arg]
+
+
+def test_expectations_and_reconsent_target_round_trip(store: Store) -> None:
+    store.create_pending(
+        new_pending(
+            "state-x",
+            expected_account="acme",
+            expected_user="ann@example.com",
+            connection_id="pdc_abc",
+        ),
+        T0,
+    )
+    row = store.consume_pending(state_hash("state-x"))
+    assert row is not None
+    assert (row.expected_account, row.expected_user, row.connection_id) == (
+        "acme",
+        "ann@example.com",
+        "pdc_abc",
+    )
+    store.create_pending(new_pending("state-y"), T0)
+    plain = store.consume_pending(state_hash("state-y"))
+    assert plain is not None
+    assert (plain.expected_account, plain.expected_user, plain.connection_id) == (None,) * 3

@@ -153,6 +153,7 @@ class AsyncStore:
     due_for_refresh = _threaded(Store.due_for_refresh)
     rows_needing_reencryption = _threaded(Store.rows_needing_reencryption)
     replace_ciphertexts = _threaded(Store.replace_ciphertexts)
+    mark_missing_scopes = _threaded(Store.mark_missing_scopes)
 
     # -- pending authorizations -----------------------------------------------------------
 
@@ -168,3 +169,10 @@ class AsyncStore:
     claim_due_events = _threaded(Store.claim_due_events)
     mark_delivered = _threaded(Store.mark_delivered)
     schedule_retry = _threaded(Store.schedule_retry)
+
+    # -- admin sessions -------------------------------------------------------------------
+
+    create_admin_session = _threaded(Store.create_admin_session)
+    check_admin_session = _threaded(Store.check_admin_session)
+    delete_admin_session = _threaded(Store.delete_admin_session)
+    delete_admin_sessions = _threaded(Store.delete_admin_sessions)

@@ -89,6 +89,8 @@ class ConnectionsTable(StoreBase):
             "last_error_code": None,
             "last_error_message": None,
             "last_error_at": None,
+            # A new grant answers whatever scopes PagerDuty said were missing.
+            "missing_scopes": None,
         }
         stmt = self._insert(connections).values(
             id=new_connection_id(),
@@ -395,6 +397,37 @@ class ConnectionsTable(StoreBase):
             )
         )
         self._run("record_error", lambda conn: conn.execute(stmt), write=True)
+
+    def mark_missing_scopes(
+        self, connection_id: str, scopes: str, *, now: float, event: NewEvent | None = None
+    ) -> bool:
+        """Record the scopes PagerDuty said a call needs (space-separated); once.
+
+        True, and ``event`` appended in the same transaction, only when the recorded value
+        changes; False when it was already so (or there is no such connection).
+        """
+        if not isinstance(scopes, str) or not scopes.strip():
+            raise ValueError("scopes must be a non-empty space-separated string")
+        now = float(now)
+        stmt = (
+            sa.update(connections)
+            .where(
+                _c.id == connection_id,
+                sa.or_(_c.missing_scopes.is_(None), _c.missing_scopes != scopes),
+            )
+            .values(missing_scopes=scopes, updated_at=now)
+            .returning(_c.owner)
+        )
+
+        def work(conn: sa.Connection) -> bool:
+            owner = conn.execute(stmt).scalar()
+            if owner is None:
+                return False
+            if event is not None:
+                self._append_event(conn, event, now, connection_id=connection_id, owner=owner)
+            return True
+
+        return self._run("mark_missing_scopes", work, write=True)
 
     def touch_used(self, connection_id: str, now: float, *, min_interval: float = 60.0) -> None:
         """Record use, at most once per ``min_interval`` seconds (keeps hot paths write-free)."""

@@ -12,6 +12,7 @@ of two racing callers exactly one wins. The store never reads the clock; callers
 
 from __future__ import annotations
 
+from pdauth.store.admin_sessions import AdminSessionTable
 from pdauth.store.connections import ConnectionsTable, new_connection_id
 from pdauth.store.events import EventLog
 from pdauth.store.pending import PendingTable
@@ -19,7 +20,7 @@ from pdauth.store.pending import PendingTable
 __all__ = ["Store", "new_connection_id"]
 
 
-class Store(ConnectionsTable, PendingTable, EventLog):
+class Store(ConnectionsTable, PendingTable, EventLog, AdminSessionTable):
     """pdauth's database: connections, pending authorizations and the event log.
 
     ``url`` is ``sqlite:///path.db`` (the default backend) or ``postgresql+psycopg://…``.
@@ -28,6 +29,7 @@ class Store(ConnectionsTable, PendingTable, EventLog):
     Every database failure surfaces as :class:`pdauth.errors.StoreError`; invalid arguments
     as ``ValueError``; an unusable URL as :class:`pdauth.errors.ConfigurationError`.
     The operations live with their table (:mod:`~pdauth.store.connections`,
-    :mod:`~pdauth.store.pending`, :mod:`~pdauth.store.events`); the plumbing in
+    :mod:`~pdauth.store.pending`, :mod:`~pdauth.store.events`,
+    :mod:`~pdauth.store.admin_sessions`); the plumbing in
     :mod:`~pdauth.store.base`.
     """
