@@ -326,22 +326,27 @@ class WebhookHub:
         return min(max(next_due - now, 0.0), MAX_WAIT)
 
     async def _attempt(self, client: httpx.AsyncClient, key: QueueKey) -> None:
+        """Send the queue's webhooks in order while they are due (one at a time)."""
         try:
-            queue = self._queues.get(key)
-            subscription = self.subscriptions.get(key[0])
-            if not queue or subscription is None:
-                return
-            delivery = queue[0]
-            if delivery.first_attempt_at is None:
-                delivery.first_attempt_at = self.state.clock.now()
-            outcome = await self._post(client, subscription, delivery)
-            self._settle(subscription, queue, outcome)
+            while True:
+                queue = self._queues.get(key)
+                subscription = self.subscriptions.get(key[0])
+                if not queue or subscription is None or queue[0].due_at > self.state.clock.now():
+                    return
+                delivery = queue[0]
+                if delivery.first_attempt_at is None:
+                    delivery.first_attempt_at = self.state.clock.now()
+                outcome = await self._post(client, subscription, delivery)
+                self._settle(subscription, queue, outcome)
         except Exception:
             logger.exception("emulator webhook delivery failed unexpectedly")
         finally:
             self._busy.discard(key)
-            if self._wake is not None:
-                self._wake.set()
+            left = self._queues.get(key)
+            if left is not None and not left:
+                del self._queues[key]
+            elif left and self._wake is not None:
+                self._wake.set()  # a retry is scheduled: the task times it
 
     async def _post(
         self, client: httpx.AsyncClient, subscription: Subscription, delivery: _Delivery
