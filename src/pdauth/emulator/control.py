@@ -344,7 +344,8 @@ class ControlEndpoints:
         return JSONResponse({"kid": kid, "kids": self.state.keys.kids()})
 
     async def reset(self, request: Request) -> Response:
-        """Forget codes, grants, tokens, pending consents, faults and counters (apps stay)."""
+        """Forget codes, grants, tokens, pending consents, faults, counters and webhook
+        subscriptions (apps stay)."""
         self.state.reset()
         return JSONResponse({"reset": True})
 

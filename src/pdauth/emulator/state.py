@@ -292,7 +292,8 @@ class EmulatorState:
         self.reset_hooks.append(self.webhooks.reset)
 
     def reset(self) -> None:
-        """Forget codes, grants, tokens, pending consents, faults and counters; apps, keys,
+        """Forget codes, grants, tokens, pending consents, faults, counters and (through its
+        reset hook) webhook subscriptions with their queues; apps, keys,
         the clock and the directory stay."""
         with self.lock:
             self.codes.clear()
