@@ -91,6 +91,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _MAX_HTTP_TIMEOUT = 25.0  # PagerDuty authorization codes live 30 s; leave room to spare.
 _MIN_SESSION_SECRET = 32
 _REDIS_PREFIX = re.compile(r"[\x21-\x7e]{1,64}")
+_PD_EVENT_TYPE = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*){1,4}")
 
 # Set by from_env so that only the mapping it was given is read (not os.environ).
 _INIT_ONLY: ContextVar[bool] = ContextVar("pdauth_settings_init_only", default=False)
@@ -155,6 +156,10 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_timeout: float = 5.0
+    # PagerDuty's own events per connection (pdauth.subscriptions): the v3 event types each
+    # active connection subscribes to, comma-separated (e.g. incident.triggered,
+    # incident.resolved); empty (the default) turns the feature off.
+    pagerduty_events: Annotated[tuple[str, ...], NoDecode] = ()
 
     # -- construction ---------------------------------------------------------------------
 
@@ -275,6 +280,24 @@ class Settings(BaseSettings):
             raise ValueError("PDAUTH_SCOPES must name at least one scope")
         for scope in value:
             check_scope(scope)
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("pagerduty_events", mode="before")
+    @classmethod
+    def _split_events(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in re.split(r"[\s,]+", value) if part)
+        return value
+
+    @field_validator("pagerduty_events")
+    @classmethod
+    def _check_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for event in value:
+            if not _PD_EVENT_TYPE.fullmatch(event):
+                raise ValueError(
+                    "PDAUTH_PAGERDUTY_EVENTS must be v3 event types separated by commas "
+                    "(e.g. incident.triggered,incident.resolved)"
+                )
         return tuple(dict.fromkeys(value))
 
     @field_validator("app_kind", "log_format", "token_auth_method", mode="before")

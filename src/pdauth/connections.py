@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -90,6 +90,7 @@ from pdauth.store import (
     PendingRow,
     Store,
 )
+from pdauth.subscriptions import PagerDutyEventHook, SubscriptionStatus, events_of
 from pdauth.tokens import (
     RefreshDueReport,
     TokenManager,
@@ -535,43 +536,34 @@ class Connector:
     # -- disconnect ------------------------------------------------------------------------
 
     async def disconnect(self, connection_id: str, *, owner: str | None = None) -> Connection:
-        """Make the connection's tokens unusable at once and revoke them where possible.
+        """Make the connection's tokens unusable at once and revoke them where possible; its
+        PagerDuty webhook subscription is deleted first, or queued (:mod:`pdauth.subscriptions`).
 
         Idempotent: disconnecting a revoked connection returns it unchanged.
         """
+        unsubscribed = False
         for _ in range(5):
             row = await self._store.get_connection(connection_id)
             if row is None or (owner is not None and row.owner != owner):
                 raise ConnectionNotFoundError(f"no connection {connection_id}")
             if row.status == "revoked":
                 break
+            if not unsubscribed:  # while the token works (else a retry job is stored first)
+                unsubscribed = await events_of(self).before_disconnect(row)
+            revoked, pending = await revoke_remote(self._identity, self._seal, self._settings, row)
+            queued = pending is not None
+            audit = NewEvent(type="connection.revoked", data={"kind": row.kind,
+                "revoked_at_pagerduty": revoked, "revocation_queued": queued})  # fmt: skip
             now = self._clock.now()
-            revoked_remotely, pending = await revoke_remote(
-                self._identity, self._seal, self._settings, row
-            )
-            audit = NewEvent(
-                type="connection.revoked",
-                data={
-                    "kind": row.kind,
-                    "revoked_at_pagerduty": revoked_remotely,
-                    "revocation_queued": pending is not None,
-                },
-            )
-            changed = await self._store.mark_revoked(
-                connection_id,
-                now=now,
-                expected_version=row.token_version,
-                event=pending if pending is not None else audit,
-            )
-            if changed:
+            if await self._store.mark_revoked(
+                connection_id, now=now, expected_version=row.token_version, event=pending or audit
+            ):
                 if pending is not None:
                     await self._store.add_event(audit, now)
                 log.info(
                     "connection disconnected (revoked at PagerDuty: %s, revocation queued: %s)",
-                    revoked_remotely,
-                    pending is not None,
-                    extra={"connection_id": connection_id, "owner": row.owner},
-                )
+                    revoked, queued, extra={"connection_id": connection_id, "owner": row.owner},
+                )  # fmt: skip
                 break
             # The tokens moved (a refresh) or it was disconnected meanwhile: look again.
         else:
@@ -592,6 +584,14 @@ class Connector:
                 ),
                 self._clock.now(),
             )
+
+    async def ensure_subscription(self, connection_id: str) -> SubscriptionStatus:
+        """Create or adopt the connection's PagerDuty webhook subscription now (not waiting)."""
+        return await events_of(self).ensure(connection_id)
+
+    def on_pagerduty_event(self, callback: PagerDutyEventHook) -> Callable[[], None]:
+        """Call ``callback(notice)`` for each new PagerDuty event received; returns a remover."""
+        return events_of(self).on_event(callback)
 
 
 def _check_owner(owner: object) -> None:

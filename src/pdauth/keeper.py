@@ -47,6 +47,7 @@ from pdauth.logs import log_context
 from pdauth.metrics import observe_outbox
 from pdauth.sealing import Sealer
 from pdauth.store import EventRow
+from pdauth.subscriptions import UNSUBSCRIBE_EVENT, events_of
 from pdauth.tokens import RefreshDueReport
 from pdauth.webhooks import WebhookSender
 
@@ -84,6 +85,8 @@ class KeeperReport:
     webhooks_abandoned: int = 0
     skipped: int = 0
     pending_purged: int = 0
+    subscriptions_checked: int = 0
+    unsubscribed: int = 0
     problems: tuple[str, ...] = ()
 
 
@@ -112,6 +115,8 @@ class _Tally:
             webhooks_abandoned=c.get("webhooks_abandoned", 0),
             skipped=c.get("skipped", 0),
             pending_purged=c.get("pending_purged", 0),
+            subscriptions_checked=c.get("subscriptions_checked", 0),
+            unsubscribed=c.get("unsubscribed", 0),
             problems=tuple(self.problems),
         )
 
@@ -194,6 +199,7 @@ class Keeper:
         """
         tally = _Tally()
         await self._refresh_due(tally)
+        await self._reconcile_subscriptions(tally)
         await self._drain_outbox(tally)
         await self._purge_pending(tally)
         report = tally.report()
@@ -288,6 +294,8 @@ class Keeper:
     async def _handle(self, event: EventRow, tally: _Tally) -> None:
         if event.type == REVOCATION_EVENT:
             await self._revoke(event, tally)
+        elif event.type == UNSUBSCRIBE_EVENT:
+            await self._unsubscribe(event, tally)
         elif self._webhook is None:
             await self._store.schedule_retry(
                 event.id, next_attempt_at=None, error="not delivered: no webhook is configured"
@@ -402,6 +410,31 @@ class Keeper:
         """Exponential, capped at ``RETRY_CAP``, with jitter in [ceiling/2, ceiling]."""
         ceiling = min(RETRY_CAP, base * 2.0 ** min(max(failures, 0), 30))
         return ceiling / 2 + self._rng.random() * ceiling / 2
+
+    # -- PagerDuty's events per connection (pdauth.subscriptions) ------------------------------
+
+    async def _reconcile_subscriptions(self, tally: _Tally) -> None:
+        try:
+            tally.add("subscriptions_checked", await events_of(self._connector).reconcile())
+        except PdauthError as exc:
+            tally.problem("subscriptions", exc)
+
+    async def _unsubscribe(self, event: EventRow, tally: _Tally) -> None:
+        """A queued deletion of a disconnected connection's PagerDuty webhook subscription."""
+        outcome, error = await events_of(self._connector).run_unsubscribe(event)
+        if outcome == "delivered":
+            await self._store.mark_delivered(event.id, self._clock.now())
+            tally.add("unsubscribed")
+        elif outcome == "retry":
+            wait = self._backoff(event.attempts, REVOCATION_RETRY_BASE)
+            await self._store.schedule_retry(
+                event.id, next_attempt_at=self._clock.now() + wait, error=error or "failed"
+            )
+            tally.add("skipped")
+        else:
+            await self._store.schedule_retry(event.id, next_attempt_at=None, error=error or "")
+            log.warning("PagerDuty subscription deletion given up (%s)", error)
+            tally.add("skipped")
 
     # -- (3) housekeeping ------------------------------------------------------------------
 

@@ -13,6 +13,10 @@ connection token          ``pdauth.connection.v1``, owner, kind, account id,
 PKCE verifier             ``pdauth.pending.v1``, state hash, ``code_verifier``
 queued revocation         ``pdauth.revocation.v1``, connection id, token type hint
 connect-session link      ``pdauth.connect_session``
+PagerDuty webhook secret  ``pdauth.pd_subscription.v1``, connection id, subscription
+                          key, ``signing_secret``
+queued unsubscribe        ``pdauth.pd_unsubscribe.v1``, connection id, PagerDuty
+                          subscription id, ``access_token``
 ========================  =========================================================
 
 A connection's tokens are bound to the row's *natural key* (owner, kind, account id, user id),
@@ -42,7 +46,9 @@ __all__ = [
     "connection_ad",
     "pending_ad",
     "revocation_ad",
+    "subscription_secret_ad",
     "token_ad",
+    "unsubscribe_ad",
 ]
 
 TokenColumn = Literal["access_token", "refresh_token"]
@@ -99,6 +105,16 @@ def connect_session_ad() -> bytes:
     return bind("pdauth.connect_session")
 
 
+def subscription_secret_ad(connection_id: str, key: str) -> bytes:
+    """Associated data of a PagerDuty webhook subscription's signing secret."""
+    return bind("pdauth.pd_subscription.v1", connection_id, key, "signing_secret")
+
+
+def unsubscribe_ad(connection_id: str, pd_subscription_id: str) -> bytes:
+    """Associated data of the access token in a queued subscription deletion."""
+    return bind("pdauth.pd_unsubscribe.v1", connection_id, pd_subscription_id, "access_token")
+
+
 class Sealer:
     """Seals and opens each kind of stored secret under its rule, with one :class:`KeyRing`."""
 
@@ -152,3 +168,17 @@ class Sealer:
 
     def open_connect_session(self, token: str) -> str:
         return self._keys.decrypt_text(token, connect_session_ad())
+
+    # -- PagerDuty webhook subscriptions ---------------------------------------------------
+
+    def seal_subscription_secret(self, connection_id: str, key: str, secret: str) -> str:
+        return self._keys.encrypt(secret, subscription_secret_ad(connection_id, key))
+
+    def open_subscription_secret(self, connection_id: str, key: str, ciphertext: str) -> str:
+        return self._keys.decrypt_text(ciphertext, subscription_secret_ad(connection_id, key))
+
+    def seal_unsubscribe(self, connection_id: str, pd_subscription_id: str, token: str) -> str:
+        return self._keys.encrypt(token, unsubscribe_ad(connection_id, pd_subscription_id))
+
+    def open_unsubscribe(self, connection_id: str, pd_subscription_id: str, ct: str) -> str:
+        return self._keys.decrypt_text(ct, unsubscribe_ad(connection_id, pd_subscription_id))

@@ -37,6 +37,7 @@ from pdauth.service.core import STATE_KEY, OwnerResolver, Service, ServiceOption
 from pdauth.service.edge import exception_handlers
 from pdauth.service.flow import routes as flow_routes
 from pdauth.service.pages import ROUTES as PAGE_ROUTES
+from pdauth.service.pd_webhooks import ROUTES as PD_WEBHOOK_ROUTES
 from pdauth.service.proxy import ROUTES as PROXY_ROUTES
 from pdauth.service.requestid import RequestIdMiddleware
 from pdauth.service.scrape import MetricsEndpoint
@@ -89,6 +90,7 @@ def create_app(
         *ADMIN_ROUTES,
         *API_ROUTES,
         *PROXY_ROUTES,
+        *PD_WEBHOOK_ROUTES,
     ]
     if metrics:
         routes.append(Route("/metrics", MetricsEndpoint(service), methods=["GET", "HEAD"]))
