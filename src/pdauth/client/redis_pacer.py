@@ -12,8 +12,8 @@ under exactly the contention pacing exists for.
 
 Time comes from the Redis server (``TIME``) so that machines with different clocks share one
 time base; pass a ``clock`` to use its wall-clock ``now()`` instead (tests). In-flight entries
-of a process that died expire after ``inflight_ttl`` seconds. Every key lives under ``prefix``
-(``PDAUTH_REDIS_PREFIX``, default ``pdauth:``) + ``pace:``.
+of a process that died expire after ``inflight_ttl`` seconds. Every key begins with ``prefix``
+(default ``pdauth:``; the Connector passes ``PDAUTH_REDIS_PREFIX`` + ``pace:``).
 
 Redis is a help, never a dependency of a call: when it cannot be reached (or answers too
 slowly), the process paces locally with a :class:`~pdauth.client.pacer.LocalPacer`, logs ONE
@@ -284,7 +284,7 @@ class RedisPacer:
     """Header-driven pacing whose state lives in Redis, shared by every process using it.
 
     ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL (``PDAUTH_REDIS_URL``);
-    ``prefix`` namespaces every key (``PDAUTH_REDIS_PREFIX``). Within one process waiters for a
+    every key begins with ``prefix``. Within one process waiters for a
     key still queue fairly and only the head polls Redis. ``timeout`` bounds each Redis command
     (a hung Redis must not hang calls); ``probe_backoff`` is the first and the longest wait
     between probes while Redis is out; ``on_outage(True)`` / ``on_outage(False)`` is called when
@@ -317,7 +317,7 @@ class RedisPacer:
         if not (timeout > 0 and 0 < probe_backoff[0] <= probe_backoff[1]):
             raise ValueError("timeout and probe_backoff must be positive (first <= longest)")
         self._url = url
-        self._prefix = prefix + "pace:"
+        self._prefix = prefix
         self._clock = clock
         self._sleep = sleep
         self._ttl = inflight_ttl
