@@ -23,6 +23,7 @@ def test_help_lists_the_flags(capsys):
         "--host", "--port", "--certfile", "--keyfile", "--seed", "--rate-limit", "--rate-window",
         "--access-token-ttl", "--refresh-token-ttl", "--code-ttl", "--refresh-reuse",
         "--revocation-endpoint", "--drop-ratelimit-headers", "--public-url",
+        "--webhook-retry-scale", "--webhook-bad-signatures",
     ):  # fmt: skip
         assert flag in out
 
@@ -41,6 +42,7 @@ def test_flags_become_config():
             "--access-token-ttl", "60", "--refresh-token-ttl", "600", "--code-ttl", "10",
             "--refresh-reuse", "lenient", "--revocation-endpoint",
             "--drop-ratelimit-headers", "0.25", "--public-url", "https://pd.test/",
+            "--webhook-retry-scale", "0.01", "--webhook-bad-signatures",
         ]
     )  # fmt: skip
     assert config_from_args(args) == EmulatorConfig(
@@ -54,6 +56,8 @@ def test_flags_become_config():
         revocation_endpoint=True,
         drop_ratelimit_headers=0.25,
         public_url="https://pd.test",
+        webhook_retry_scale=0.01,
+        webhook_bad_signatures=True,
     )
 
 
@@ -69,6 +73,7 @@ def test_flags_become_config():
         ["--drop-ratelimit-headers", "1.5"],
         ["--drop-ratelimit-headers", "nan"],
         ["--access-token-ttl", "0"],
+        ["--webhook-retry-scale", "0"],
     ],
 )
 def test_bad_flags_are_usage_errors(argv, capsys):

@@ -95,6 +95,18 @@ def add_emulator_command(sub: Subcommands) -> None:
         help="fraction of 429s served without headers or body (0)",
     )
     p.add_argument("--public-url", help="base URL clients use, if not the listening address")
+    p.add_argument(
+        "--webhook-retry-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply PagerDuty's webhook retry delays (0.01 makes a 30 s retry 0.3 s) (1)",
+    )
+    p.add_argument(
+        "--webhook-bad-signatures",
+        action="store_true",
+        help="sign every webhook delivery with a wrong key (to test a receiver's refusal)",
+    )
     p.set_defaults(handler=run_emulator)
 
 
@@ -110,6 +122,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         revocation_endpoint=args.revocation_endpoint,
         drop_ratelimit_headers=args.drop_ratelimit_headers,
         public_url=args.public_url.rstrip("/") if args.public_url else None,
+        webhook_retry_scale=args.webhook_retry_scale,
+        webhook_bad_signatures=args.webhook_bad_signatures,
     )
 
 
