@@ -14,18 +14,13 @@ closed. Safe to call from several threads (a web server's worker threads).
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import warnings
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-import anyio
 from anyio.from_thread import BlockingPortal
 
+from pdauth._portal import DaemonPortal
 from pdauth.client import PagerDutyClient, SyncPagerDutyClient
 from pdauth.config import Settings
 from pdauth.connections import AuthorizationStart, Connection, Connector
@@ -35,50 +30,6 @@ from pdauth.tokens import RefreshDueReport
 __all__ = ["SyncConnector"]
 
 T = TypeVar("T")
-
-#: How long closing waits for the Connector to close and for the loop's thread to end; a
-#: call stuck past that cannot hold up the interpreter's exit (the thread is a daemon).
-CLOSE_TIMEOUT = 5.0
-
-
-class _PortalThread:
-    """An event loop in a daemon thread, reached through a :class:`BlockingPortal`."""
-
-    def __init__(self, name: str) -> None:
-        self._ready = threading.Event()
-        self._portal: BlockingPortal | None = None
-        self._error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self.thread.start()
-        self._ready.wait()
-        if self._portal is None:
-            raise RuntimeError("the SyncConnector's event loop did not start") from self._error
-
-    @property
-    def portal(self) -> BlockingPortal:
-        assert self._portal is not None
-        return self._portal
-
-    def _main(self) -> None:
-        try:
-            anyio.run(self._serve)
-        except BaseException as exc:  # reported to the constructor waiting on _ready
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        async with BlockingPortal() as portal:
-            self._portal = portal
-            self._ready.set()
-            await portal.sleep_until_stopped()
-
-    def stop(self) -> None:
-        """Stop the loop, cancelling what still runs, and wait (bounded) for the thread."""
-        if self.thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # already stopping
-                self.portal.call(self.portal.stop, True)
-            self.thread.join(CLOSE_TIMEOUT)
 
 
 class _PortalClient(SyncPagerDutyClient):
@@ -98,33 +49,6 @@ class _PortalClient(SyncPagerDutyClient):
         self._portal.call(self._client.aclose)
 
 
-def _shutdown(loop: _PortalThread, connector: Connector) -> None:
-    if not loop.thread.is_alive():
-        return
-    try:
-        loop.portal.start_task_soon(connector.aclose).result(CLOSE_TIMEOUT)
-    except (FutureTimeout, RuntimeError):  # stuck, or the loop is already stopping
-        pass
-    finally:
-        loop.stop()
-
-
-def _finalize(loop: _PortalThread, connector: Connector) -> None:
-    """A SyncConnector nobody closed: garbage collection or interpreter exit."""
-    try:
-        warnings.warn(
-            "a SyncConnector was not closed; use it in a `with` block or call close()",
-            ResourceWarning,
-            stacklevel=1,
-        )
-    finally:
-        if threading.current_thread() is loop.thread:
-            # Collected on its own loop's thread, which must not wait for itself.
-            threading.Thread(target=_shutdown, args=(loop, connector), daemon=True).start()
-        else:
-            _shutdown(loop, connector)
-
-
 class SyncConnector:
     """Blocking twin of :class:`~pdauth.connections.Connector`: same constructor, same methods.
 
@@ -134,14 +58,9 @@ class SyncConnector:
     """
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        self._loop = _PortalThread("pdauth-sync-connector")
-        try:
-            self._connector: Connector = self._loop.portal.call(_build, settings, kwargs)
-        except BaseException:
-            self._loop.stop()
-            raise
+        self._loop = DaemonPortal("SyncConnector", "pdauth-sync-connector")
+        self._connector: Connector = self._loop.build(self, _build, settings, kwargs)
         self._closed = False
-        self._finalizer = weakref.finalize(self, _finalize, self._loop, self._connector)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **kwargs: Any) -> Self:
@@ -163,14 +82,9 @@ class SyncConnector:
         """Close the Connector (its store and HTTP pool) and stop the background loop."""
         if self._closed:
             return
-        if threading.current_thread() is self._loop.thread:
-            raise RuntimeError("a SyncConnector cannot be closed from its own event loop")
+        self._loop.check_caller()
         self._closed = True
-        self._finalizer.detach()
-        try:
-            self._loop.portal.call(self._connector.aclose)
-        finally:
-            self._loop.stop()
+        self._loop.close()
 
     def __repr__(self) -> str:
         return f"SyncConnector(closed={self._closed})"
