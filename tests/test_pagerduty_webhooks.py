@@ -10,7 +10,14 @@ import json
 
 import pytest
 
-from pdauth.pagerduty_webhooks import MAX_BODY, parse_event, sign, valid_webhook_id, verify
+from pdauth.pagerduty_webhooks import (
+    MAX_BODY,
+    parse_event,
+    receiver_verdict,
+    sign,
+    valid_webhook_id,
+    verify,
+)
 
 BODY = json.dumps(
     {
@@ -112,3 +119,21 @@ def test_webhook_ids() -> None:
     assert valid_webhook_id("5ac64822-e1b6-4b0b-a6d3-e6a1f1d7d4f2")
     for bad in (None, "", "a" * 129, "a b", "a\nb", 7):
         assert not valid_webhook_id(bad)
+
+
+@pytest.mark.parametrize(
+    ("url", "verdict"),
+    [
+        ("https://pd.example.com/pagerduty/webhooks/k", "OK"),
+        ("https://203.0.113.9.nip.io/pagerduty/webhooks/k", "OK"),
+        ("http://pd.example.com/pagerduty/webhooks/k", "FAIL"),
+        ("http://127.0.0.1:8000/pagerduty/webhooks/k", "WARN"),
+        ("https://localhost/pagerduty/webhooks/k", "WARN"),
+        ("https://192.168.1.4/pagerduty/webhooks/k", "WARN"),
+        ("https://[::1]/pagerduty/webhooks/k", "WARN"),
+        ("https://pdauth/pagerduty/webhooks/k", "WARN"),
+        ("https://pdauth.svc.internal/pagerduty/webhooks/k", "WARN"),
+    ],
+)
+def test_the_receiver_url_verdict(url: str, verdict: str) -> None:
+    assert receiver_verdict(url)[0] == verdict

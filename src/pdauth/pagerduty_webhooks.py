@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 __all__ = [
     "MAX_BODY",
@@ -30,6 +32,7 @@ __all__ = [
     "WEBHOOK_ID_HEADER",
     "PagerDutyEvent",
     "parse_event",
+    "receiver_verdict",
     "sign",
     "valid_webhook_id",
     "verify",
@@ -43,6 +46,8 @@ MAX_SIGNATURE_HEADER: Final = 8192
 _HEX_MAC = re.compile(r"[0-9a-f]{64}")
 _WEBHOOK_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _EVENT_TYPE = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*)+")
+# Names PagerDuty's senders on the internet cannot resolve to this service.
+_PRIVATE_SUFFIXES = (".local", ".localhost", ".internal", ".lan", ".home", ".test", ".invalid")
 
 
 def _mac(secret: str, body: bytes) -> str:
@@ -127,3 +132,26 @@ def parse_event(body: bytes) -> PagerDutyEvent | None:
         agent=MappingProxyType(agent) if isinstance(agent, dict) else None,
         data=MappingProxyType(data if isinstance(data, dict) else {}),
     )
+
+
+def receiver_verdict(url: str) -> tuple[str, str]:
+    """``("OK" | "WARN" | "FAIL", why)`` for a receiver URL PagerDuty must reach: https on a
+    public-looking host is OK; a loopback, private or single-label host is a WARN (fine with
+    the emulator, unreachable for PagerDuty); plain http elsewhere is a FAIL (the events and
+    their signatures would cross the network in the clear)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        private = not address.is_global
+    else:
+        private = host == "localhost" or "." not in host or host.endswith(_PRIVATE_SUFFIXES)
+    loopback = host == "localhost" or (address is not None and address.is_loopback)
+    if parts.scheme != "https" and not loopback:
+        return "FAIL", f"the receiver URL {url} is not https"
+    if private or parts.scheme != "https":
+        return "WARN", f"the receiver URL {url} is not reachable from PagerDuty (not public)"
+    return "OK", f"PagerDuty delivers to {url}"

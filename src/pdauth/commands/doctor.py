@@ -8,10 +8,11 @@ the public URL, the service's own rule); a session secret is set; the encryption
 the stored tokens decrypt (one sample connection per key id found — a row sealed under a key
 the ring no longer holds is named with its key id); the database is reachable and migrated;
 PagerDuty's identity service answers with its OIDC discovery document and a usable JWKS
-(skipped with ``--offline``); Redis answers when ``PDAUTH_REDIS_URL`` is set. When the settings
-do not load, the checks that can still run on the raw variables (keys, database, Redis) run
-anyway. Nothing secret is printed: details are built here from names, ids, hosts and error
-class names, never from values. Exit 0 when nothing FAILs, 1 otherwise.
+(skipped with ``--offline``); Redis answers when ``PDAUTH_REDIS_URL`` is set; with
+``PDAUTH_PAGERDUTY_EVENTS`` on, the receiver URL is https on a public-looking host. When the
+settings do not load, the checks that can still run on the raw variables (keys, database,
+Redis) run anyway. Nothing secret is printed: details are built here from names, ids, hosts and
+error class names, never from values. Exit 0 when nothing FAILs, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -42,9 +43,11 @@ from pdauth.config import Settings, unknown_variables
 from pdauth.crypto import KeyRing
 from pdauth.errors import ConfigurationError, CryptoError, KeyNotFoundError, StoreError
 from pdauth.identity import usable_signing_keys
+from pdauth.pagerduty_webhooks import receiver_verdict
 from pdauth.sealing import Sealer, TokenColumn
 from pdauth.service.core import ServiceOptions
 from pdauth.store import ConnectionRow, Store
+from pdauth.subscriptions import receiver_url
 
 __all__ = ["Check", "add_doctor_command", "diagnose", "run_doctor"]
 
@@ -207,6 +210,13 @@ def _check_session_secret(settings: Settings) -> Check:
             "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
         )
     return Check("session secret", "OK", "PDAUTH_SESSION_SECRET is set and long enough")
+
+
+def _check_pagerduty_events(settings: Settings) -> Check:
+    """PDAUTH_PAGERDUTY_EVENTS is on: PagerDuty must reach the receiver, over https."""
+    status, detail = receiver_verdict(receiver_url(settings, "{key}"))
+    fix = "set PDAUTH_PUBLIC_URL to the service's public https URL (PagerDuty must reach it)"
+    return Check("PagerDuty events", cast(Status, status), detail, None if status == "OK" else fix)
 
 
 def _check_keys(keys_text: str | None) -> tuple[Check, KeyRing | None]:
@@ -483,6 +493,8 @@ def diagnose(env: Mapping[str, str], *, offline: bool, runtime: Runtime) -> list
             _check_redirect_uri(settings),
             _check_session_secret(settings),
         ]
+        if settings.pagerduty_events:
+            checks.append(_check_pagerduty_events(settings))
         keys_text: str | None = settings.encryption_keys.get_secret_value()
         database_url = settings.database_url
         redis_url = settings.redis_url
