@@ -164,6 +164,7 @@ def test_to_json_is_the_api_shape_and_holds_no_secret() -> None:
         "subdomain": "acme",
         "user": {"id": "PUSER", "name": "Ada", "email": "ada@acme.example"},
         "scopes": ["openid", "read", "write"],
+        "missing_scopes": [],
         "api_base_url": "https://api.eu.pagerduty.com",
         "created_at": "2027-01-15T08:00:00Z",
         "updated_at": "2027-01-15T08:00:01Z",

@@ -74,7 +74,11 @@ class Receiver:
                 body=json.loads(raw),
                 raw=raw,
                 verified=verify_signature(
-                    SECRET, request.headers.get(SIGNATURE_HEADER), raw, self.clock.now()
+                    SECRET,
+                    request.headers.get(SIGNATURE_HEADER),
+                    raw,
+                    self.clock.now(),
+                    event_id=request.headers[EVENT_ID_HEADER],
                 )
                 is not None,
             )

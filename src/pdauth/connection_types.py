@@ -8,11 +8,12 @@ what ``Connector.begin`` returns. All are re-exported by :mod:`pdauth.connection
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pdauth.oauth import missing_scopes as scopes_not_in
 from pdauth.store import ConnectionRow
 
 __all__ = ["AuthorizationStart", "Connection", "LastError", "iso_time"]
@@ -69,9 +70,27 @@ class Connection:
     token_version: int | None = field(default=None, repr=False)
     key_id: str | None = None
     refresh_lease_until: float | None = None
+    # Scopes the app needs and this grant lacks: the configured scopes it was not granted,
+    # plus any PagerDuty named in a 403 "Token missing required scopes". Non-empty means
+    # "needs_scopes": offer a re-consent (``Connector.begin(..., connection_id=…)``).
+    missing_scopes: frozenset[str] = frozenset()
+
+    @property
+    def needs_scopes(self) -> bool:
+        return bool(self.missing_scopes)
 
     @classmethod
-    def from_row(cls, row: ConnectionRow, api_base_urls: Mapping[str, str]) -> Connection:
+    def from_row(
+        cls,
+        row: ConnectionRow,
+        api_base_urls: Mapping[str, str],
+        required_scopes: Iterable[str] = (),
+    ) -> Connection:
+        """The view of a row; ``required_scopes`` (the app's configured scopes) feed
+        :attr:`missing_scopes` along with what PagerDuty reported missing."""
+        granted = frozenset(s for s in row.scopes.split(" ") if s)
+        reported = frozenset((row.missing_scopes or "").split()) - granted
+        missing = scopes_not_in(tuple(required_scopes), granted) | reported
         error = (
             LastError(row.last_error_code, row.last_error_message, row.last_error_at)
             if row.last_error_code is not None
@@ -87,7 +106,7 @@ class Connection:
             user_id=row.pd_user_id,
             user_name=row.pd_user_name,
             user_email=row.pd_user_email,
-            scopes=frozenset(s for s in row.scopes.split(" ") if s),
+            scopes=granted,
             status=row.status,
             # From the validated region only, never from request input (docs/SECURITY.md item 21).
             api_base_url=api_base_urls[row.region],
@@ -102,6 +121,7 @@ class Connection:
             token_version=row.token_version,
             key_id=row.key_id,
             refresh_lease_until=row.lease_until,
+            missing_scopes=missing if row.kind == "user" else frozenset(),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -123,6 +143,7 @@ class Connection:
             "subdomain": self.subdomain,
             "user": user,
             "scopes": sorted(self.scopes),
+            "missing_scopes": sorted(self.missing_scopes),
             "api_base_url": self.api_base_url,
             "created_at": iso_time(self.created_at),
             "updated_at": iso_time(self.updated_at),

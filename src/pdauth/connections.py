@@ -3,16 +3,15 @@
 ``begin`` starts an authorization-code + PKCE flow (RFC 6749 §4.1, RFC 7636): a 256-bit state,
 an S256 challenge, and a *binding* — 32 random bytes the web layer puts in a browser cookie —
 stored as a pending authorization (state hash, binding hash, the PKCE verifier encrypted, the
-sanitised ``return_to``, a 10-minute expiry). ``complete`` takes the redirect back: it parses the
-callback first (anything malformed is a :class:`~pdauth.errors.CallbackError` with nothing
-consumed and no outbound call), consumes the pending authorization atomically, checks expiry
-and binding (constant time), and only then exchanges the code — at once, since PagerDuty codes
-live 30 s — validates the token response (bearer, required scopes: PagerDuty silently grants
-only ``openid`` for scopes it does not know), verifies the id_token against the JWKS (joserfc),
-learns account, region and user (id_token; ``GET /users/me`` for name and email), and upserts
-the connection with encrypted tokens plus a ``connection.created``/``.reconnected`` event in one
-transaction. Any failure after the exchange stores nothing and, when a revocation endpoint is
-configured, revokes the tokens just issued (best effort; docs/SECURITY.md item 29).
+sanitised ``return_to``, a 10-minute expiry, and who the flow is meant for: an expected
+PagerDuty account and/or user, or the connection a re-consent updates). ``complete`` takes
+the redirect back: it parses the callback first (anything malformed is a
+:class:`~pdauth.errors.CallbackError` with nothing consumed and no outbound call), consumes
+the pending authorization atomically and hands it to :class:`pdauth.connect_flow.CompletionFlow`,
+which checks expiry and binding, exchanges the code, checks the grant (scopes, expected account
+and user) and upserts the connection with its event in one transaction. Any failure after the
+exchange stores nothing and, when a revocation endpoint is configured, revokes the tokens just
+issued (best effort; docs/SECURITY.md item 29).
 
 ``disconnect`` makes the tokens unusable at once (status ``revoked``, ciphertexts wiped). PagerDuty
 documents no revocation endpoint; when ``settings.revocation_endpoint`` is set, the refresh token
@@ -24,7 +23,6 @@ is written *in the same transaction as the wipe*, holding the refresh token seal
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -36,60 +34,39 @@ import httpx
 from pdauth.client import Pacer, PagerDutyClient, RedisPacer
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
+from pdauth.connect_flow import CompletionFlow, binding_digest, check_expectation
 from pdauth.connection_types import AuthorizationStart, Connection, LastError
-from pdauth.connection_types import iso_time as iso_time  # re-exported for pdauth.service
 from pdauth.crypto import KeyRing
 from pdauth.errors import (
-    BindingMismatchError,
-    CallbackError,
     ConnectionNotFoundError,
-    FlowExpiredError,
-    InsufficientScopeError,
     OAuthError,
-    PdauthError,
+    ScopeError,
     StoreError,
     TransportError,
     UnknownStateError,
 )
-from pdauth.grants import (
-    Account,
-    error_code_of,
-    learn_account,
-    new_connection,
-    revoke_quietly,
-    revoke_remote,
-)
-from pdauth.identity import IdentityClient, PagerDutyUser
+from pdauth.grants import Account, new_connection, revoke_remote
+from pdauth.identity import IdentityClient
 from pdauth.logs import log_context
 from pdauth.metrics import observe_callback_outcome, refreshing_because
 from pdauth.oauth import (
-    AuthorizationDenied,
-    AuthorizationGranted,
     CallbackQuery,
-    TokenSet,
     app_token_scope,
     build_authorization_url,
-    constant_time_equals,
     format_scopes,
     generate_code_verifier,
     generate_state,
     identity_from_app_scope,
-    missing_scopes,
     parse_callback,
     parse_scopes,
     s256_challenge,
     state_digest,
 )
+from pdauth.owners import check_owner
 from pdauth.returnto import safe_return_to
+from pdauth.scope_upgrades import ScopeWatchingClient, reconsent_scopes, record_missing_scopes
 from pdauth.sealing import Sealer, pending_ad, revocation_ad
-from pdauth.store import (
-    AsyncStore,
-    ConnectionRow,
-    NewEvent,
-    NewPending,
-    PendingRow,
-    Store,
-)
+from pdauth.store import AsyncStore, NewEvent, NewPending, Store
 from pdauth.subscriptions import PagerDutyEventHook, SubscriptionStatus, events_of
 from pdauth.tokens import (
     RefreshDueReport,
@@ -107,7 +84,6 @@ __all__ = [
 ]
 
 PENDING_TTL = 600.0  # a pending authorization lives 10 minutes (RFC 9700 §2.1)
-MAX_OWNER_LENGTH = 255
 log = logging.getLogger("pdauth.connections")
 
 _LIST_PAGE = 1000
@@ -130,11 +106,6 @@ def shared_pacer(settings: Settings) -> Pacer | None:
 #: Associated-data rules, kept under their historical names (see pdauth.sealing).
 revocation_binding = revocation_ad
 pending_binding = pending_ad
-
-
-def binding_digest(binding: str) -> str:
-    """What the store keeps of a browser binding: hex SHA-256 (the binding has 256 bits)."""
-    return hashlib.sha256(binding.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Connector:
@@ -194,6 +165,15 @@ class Connector:
             self._keys,
             clock=self._clock,
         )
+        self._flow = CompletionFlow(
+            settings,
+            self._identity,
+            self._seal,
+            self._store,
+            self._audit_failure,
+            self._tokens.invalidate,
+            self._clock.now,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> Connector:
@@ -248,18 +228,64 @@ class Connector:
     # -- connect ---------------------------------------------------------------------------
 
     async def begin(
-        self, owner: str, return_to: str | None = None, *, scopes: Iterable[str] | None = None
+        self,
+        owner: str,
+        return_to: str | None = None,
+        *,
+        scopes: Iterable[str] | None = None,
+        expect_account: str | None = None,
+        expect_user: str | None = None,
+        connection_id: str | None = None,
     ) -> AuthorizationStart:
         """Start a connect flow for ``owner`` (the host app's user or tenant id).
 
         ``return_to`` is kept only if it is a safe same-origin relative path
         (:func:`safe_return_to`); otherwise the default page is used. ``scopes`` defaults to
-        ``settings.scopes`` and is what the callback will require.
+        ``settings.scopes`` and is what the callback will require. ``expect_account`` (a
+        PagerDuty subdomain or account id) and ``expect_user`` (a user id or email) name who
+        the link is meant for: an approval by anyone else stores nothing
+        (:class:`~pdauth.connect_flow.UnexpectedGrantError`). ``connection_id`` starts a
+        re-consent for that connection of ``owner``'s: it asks for the scopes granted plus
+        the ones needed, and ``complete`` updates that same connection, only if the same
+        PagerDuty account and user approve.
         """
-        _check_owner(owner)
+        check_owner(owner)
         wanted = parse_scopes(tuple(scopes) if scopes is not None else self._settings.scopes)
+        expect_account = check_expectation("expect_account", expect_account)
+        expect_user = check_expectation("expect_user", expect_user)
+        if connection_id is not None:
+            row = await self._store.get_connection(connection_id)
+            if row is None or row.owner != owner:
+                raise ConnectionNotFoundError(f"no connection {connection_id}")
+            if row.kind != "user" or row.pd_user_id is None:
+                raise ValueError("only user connections are re-consented (apps use connect_app)")
+            wanted = reconsent_scopes(row, wanted)
+            expect_account, expect_user = row.account_id, row.pd_user_id
         if not wanted:
             raise ValueError("at least one scope is required")
+        # A wrong discovery or JWKS URL is a ConfigurationError now, before any pending
+        # authorization exists; PagerDuty being unreachable is left for the callback.
+        with contextlib.suppress(OAuthError, TransportError):
+            await self._identity.ensure_ready()
+        return await self._start(
+            owner,
+            return_to,
+            wanted,
+            expect_account=expect_account,
+            expect_user=expect_user,
+            connection_id=connection_id,
+        )
+
+    async def _start(
+        self,
+        owner: str,
+        return_to: str | None,
+        wanted: frozenset[str],
+        *,
+        expect_account: str | None,
+        expect_user: str | None,
+        connection_id: str | None,
+    ) -> AuthorizationStart:
         now = self._clock.now()
         state = generate_state()
         verifier = generate_code_verifier()
@@ -284,6 +310,9 @@ class Connector:
                 scopes=format_scopes(wanted),
                 expires_at=expires_at,
                 return_to=safe_return_to(return_to),
+                expected_account=expect_account,
+                expected_user=expect_user,
+                connection_id=connection_id,
             ),
             now,
         )
@@ -312,7 +341,7 @@ class Connector:
         self, query: CallbackQuery, binding: str | None, *, owner: str | None = None
     ) -> tuple[Connection, str | None]:
         """:meth:`complete`, also returning the ``return_to`` stored by :meth:`begin`."""
-        result = parse_callback(query, issuer=self._identity_issuer_if_known())
+        result = parse_callback(query, issuer=self._identity.known_issuer)
         pending = await self._store.consume_pending(state_digest(result.state))
         if pending is None:
             log.info("callback refused: no pending authorization matches (unknown or used)")
@@ -322,110 +351,7 @@ class Connector:
         now = self._clock.now()
         # The rest of the callback's lines name the owner who began the flow.
         with log_context(owner=pending.owner):
-            return await self._complete_pending(result, pending, binding, owner, now)
-
-    async def _complete_pending(
-        self,
-        result: AuthorizationGranted | AuthorizationDenied,
-        pending: PendingRow,
-        binding: str | None,
-        owner: str | None,
-        now: float,
-    ) -> tuple[Connection, str | None]:
-        if pending.is_expired(now):
-            log.info("callback refused: the flow expired")
-            raise FlowExpiredError("the connect link expired; start again")
-        if (
-            not isinstance(binding, str)
-            or not binding
-            or len(binding) > 256
-            or not constant_time_equals(binding_digest(binding), pending.binding_hash)
-        ):
-            log.info("callback refused: another browser session")
-            raise BindingMismatchError("this callback belongs to another browser session")
-        if owner is not None and not constant_time_equals(owner, pending.owner):
-            log.info("callback refused: another user")
-            raise BindingMismatchError("this callback belongs to another user")
-        if isinstance(result, AuthorizationDenied):
-            await self._audit_failure(pending.owner, "denied", result.error)
-            raise result.to_error()
-        # RFC 9207 §2.4: an iss on the callback must be the issuer (exact string), learned
-        # from discovery when parse_callback could not compare it yet.
-        if (
-            result.iss is not None
-            and self._identity_issuer_if_known() is None
-            and result.iss != await self._identity.issuer()
-        ):
-            raise CallbackError("invalid_request", "the callback's iss is not the issuer")
-        verifier = self._seal.open_verifier(pending.state_hash, pending.verifier_ct)
-        required = parse_scopes(pending.scopes)
-        try:
-            tokens = await self._identity.exchange_code(
-                result.code,
-                verifier,
-                redirect_uri=pending.redirect_uri,
-                required_scopes=(),
-            )
-        except (OAuthError, TransportError) as exc:
-            await self._audit_failure(pending.owner, "exchange_failed", error_code_of(exc))
-            raise
-        try:
-            missing = missing_scopes(required, tokens.scopes)
-            if missing:
-                raise InsufficientScopeError(sorted(missing), sorted(tokens.scopes))
-            account = await learn_account(self._identity, self._settings.api_base_urls, tokens)
-            user = await self._identity.fetch_user(account.api_base_url, tokens.access_token)
-            row = await self._save_user_connection(pending.owner, account, user, tokens, now)
-            self._tokens.invalidate(row.id)  # a reconnect replaced the tokens
-        except (PdauthError, ValueError) as exc:
-            await revoke_quietly(self._identity, self._settings, tokens)
-            await self._audit_failure(pending.owner, "rejected", error_code_of(exc))
-            raise
-        log.info(
-            "connection stored (user, region=%s)", account.region, extra={"connection_id": row.id}
-        )
-        return Connection.from_row(row, self._settings.api_base_urls), pending.return_to
-
-    def _identity_issuer_if_known(self) -> str | None:
-        return self._identity.known_issuer
-
-    async def _save_user_connection(
-        self,
-        owner: str,
-        account: Account,
-        user: PagerDutyUser | None,
-        tokens: TokenSet,
-        now: float,
-    ) -> ConnectionRow:
-        existing = await self._find(owner, "user", account.account_id, account.user_id)
-        rec = new_connection(
-            self._seal, self._settings.app_kind, owner, "user", account, tokens, now, user
-        )
-        event = NewEvent(
-            type="connection.reconnected" if existing is not None else "connection.created",
-            data={
-                "kind": "user",
-                "region": account.region,
-                "account_id": account.account_id,
-                "subdomain": account.subdomain,
-                "pd_user_id": account.user_id,
-                "scopes": rec.scopes,
-            },
-        )
-        return await self._store.upsert_connection(rec, now, event)
-
-    async def _find(
-        self, owner: str, kind: str, account_id: str, user_id: str | None
-    ) -> ConnectionRow | None:
-        after: str | None = None
-        while True:
-            rows = await self._store.list_connections(owner=owner, limit=_LIST_PAGE, after_id=after)
-            for row in rows:
-                if row.kind == kind and row.account_id == account_id and row.pd_user_id == user_id:
-                    return row
-            if len(rows) < _LIST_PAGE:
-                return None
-            after = rows[-1].id
+            return await self._flow.run(result, pending, binding, owner, now)
 
     async def connect_app(
         self,
@@ -442,7 +368,7 @@ class Connector:
         user and PagerDuty names no account id for them, so the connection's ``account_id``
         is the ``as_account`` scope itself.
         """
-        _check_owner(owner)
+        check_owner(owner)
         account_scope = app_token_scope(region, subdomain)
         wanted = parse_scopes(tuple(scopes) if scopes is not None else self._settings.scopes)
         tokens = await self._identity.client_credentials(frozenset({account_scope, *wanted}))
@@ -456,7 +382,7 @@ class Connector:
             delegation_id=None,
         )
         now = self._clock.now()
-        existing = await self._find(owner, "app", account.account_id, None)
+        existing = await self._flow.find(owner, "app", account.account_id, None)
         rec = new_connection(
             self._seal, self._settings.app_kind, owner, "app", account, tokens, now
         )
@@ -474,7 +400,7 @@ class Connector:
             app.region,
             extra={"connection_id": row.id, "owner": owner},
         )
-        return Connection.from_row(row, self._settings.api_base_urls)
+        return Connection.from_row(row, self._settings.api_base_urls, self._settings.scopes)
 
     # -- use -------------------------------------------------------------------------------
 
@@ -498,8 +424,17 @@ class Connector:
         options.setdefault("http", self._http)
         if self._pacer is not None:
             options.setdefault("pacer", self._pacer)
-        return PagerDutyClient(
-            connection.api_base_url, self._tokens.token_source(connection.id), **options
+        connection_id = connection.id
+
+        async def on_scope_error(exc: ScopeError) -> None:
+            # PagerDuty's 403 "Token missing required scopes": flag the connection once.
+            await record_missing_scopes(self._store, connection_id, exc, self._clock.now())
+
+        return ScopeWatchingClient(
+            connection.api_base_url,
+            self._tokens.token_source(connection_id),
+            on_scope_error=on_scope_error,
+            **options,
         )
 
     async def get(self, connection_id: str, *, owner: str | None = None) -> Connection:
@@ -507,7 +442,7 @@ class Connector:
         row = await self._store.get_connection(connection_id)
         if row is None or (owner is not None and row.owner != owner):
             raise ConnectionNotFoundError(f"no connection {connection_id}")
-        return Connection.from_row(row, self._settings.api_base_urls)
+        return Connection.from_row(row, self._settings.api_base_urls, self._settings.scopes)
 
     async def connections(
         self, owner: str | None = None, *, status: str | None = None, limit: int = _LIST_PAGE
@@ -520,7 +455,10 @@ class Connector:
             rows = await self._store.list_connections(
                 owner=owner, status=status, limit=page, after_id=after
             )
-            found.extend(Connection.from_row(r, self._settings.api_base_urls) for r in rows)
+            found.extend(
+                Connection.from_row(r, self._settings.api_base_urls, self._settings.scopes)
+                for r in rows
+            )
             if len(rows) < page:
                 break
             after = rows[-1].id
@@ -592,8 +530,3 @@ class Connector:
     def on_pagerduty_event(self, callback: PagerDutyEventHook) -> Callable[[], None]:
         """Call ``callback(notice)`` for each new PagerDuty event received; returns a remover."""
         return events_of(self).on_event(callback)
-
-
-def _check_owner(owner: object) -> None:
-    if not isinstance(owner, str) or not owner or len(owner) > MAX_OWNER_LENGTH:
-        raise ValueError(f"owner must be a non-empty string of at most {MAX_OWNER_LENGTH} chars")

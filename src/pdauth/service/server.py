@@ -44,6 +44,10 @@ def uvicorn_config(
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
         timeout_graceful_shutdown=2,
+        # Longer than the idle timeout of clients' connection pools (httpx: 5 s, most
+        # proxies: 60 s), so the client always closes an idle connection first and never
+        # sends a request on one the server is closing.
+        timeout_keep_alive=65,
     )
     if access_log:
         # Another uvicorn in this process (the demo's emulator) may have switched the shared

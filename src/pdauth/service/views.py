@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Router
 from starlette.types import Scope
 
-from pdauth.connections import Connection, iso_time
+from pdauth.connection_types import Connection, iso_time
 from pdauth.service.security import ROOT_PATH_KEY
 from pdauth.store import EventRow
 
