@@ -4,7 +4,9 @@ database URL of the commands that take ``--database-url``, and serving in the fo
 :class:`Subcommands` is the one thing a command module needs from argparse's subcommand
 object (its ``add_parser``), written as a Protocol so no module names argparse's private
 classes. :func:`add_command` gives every parser the same help layout (the exit-code table in
-the epilog). :func:`port` and :func:`positive_int` are the flag types several commands use.
+the epilog). :func:`port` and :func:`positive_int` are the flag types several commands use,
+made (like every numeric flag type) by :func:`number_flag`; :func:`listen` binds a command's
+socket or says why it cannot.
 :func:`serve_until_stopped` runs a uvicorn server on a bound socket in the foreground: it
 listens before printing the banner, and turns SIGTERM into a clean return.
 """
@@ -14,12 +16,14 @@ from __future__ import annotations
 import argparse
 import signal
 import socket
+import sys
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import uvicorn
 
+from pdauth._net import bind_socket
 from pdauth.commands._output import epilog
 
 __all__ = [
@@ -27,6 +31,8 @@ __all__ = [
     "Subcommands",
     "add_command",
     "database_url",
+    "listen",
+    "number_flag",
     "port",
     "positive_int",
     "serve_until_stopped",
@@ -34,6 +40,8 @@ __all__ = [
 
 
 DEFAULT_DATABASE_URL = "sqlite:///./pdauth.db"
+
+N = TypeVar("N", int, float)
 
 
 class Subcommands(Protocol):
@@ -70,26 +78,45 @@ def add_command(
     )
 
 
-def port(text: str) -> int:
-    """A TCP port flag: 0-65535 (0: any free port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a port is a number 0-65535") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("a port is a number 0-65535")
-    return value
+def number_flag(
+    convert: Callable[[str], N],
+    accept: Callable[[N], bool],
+    message: str,
+    range_message: str | None = None,
+) -> Callable[[str], N]:
+    """A flag type: ``convert`` the text (``int``, ``float``) and keep it when ``accept`` says so.
+
+    Text that does not convert is refused with ``message``; a value out of range with
+    ``range_message`` (``message`` again when not given).
+    """
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(message) from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(range_message or message)
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """A count flag: an integer of at least 1."""
+#: A TCP port flag: 0-65535 (0: any free port).
+port = number_flag(int, lambda value: 0 <= value <= 65535, "a port is a number 0-65535")
+
+#: A count flag: an integer of at least 1.
+positive_int = number_flag(int, lambda value: value >= 1, "expected a positive integer")
+
+
+def listen(command: str, host: str, port: int) -> socket.socket | None:
+    """A socket bound to ``host:port``; None after saying on stderr why it cannot be (the
+    command then exits 1)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer")
-    return value
+        return bind_socket(host, port)
+    except OSError as exc:
+        print(f"pdauth {command}: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return None
 
 
 def database_url(flag: str | None, env: Mapping[str, str]) -> str:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
-from pdauth.commands._common import Subcommands, port
+from pdauth.commands._common import Subcommands, number_flag, port
 from pdauth.commands._loopback_page import Tone, loopback_response
 from pdauth.commands._output import (
     EXIT_FAILURE,
@@ -111,15 +111,13 @@ def _owner(text: str) -> str:
     return text
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a timeout is a number of seconds") from None
-    if not 1 <= value <= PENDING_TTL:
-        # The pending authorization lives PENDING_TTL seconds; waiting longer is pointless.
-        raise argparse.ArgumentTypeError(f"a timeout is 1-{PENDING_TTL:g} seconds")
-    return value
+# The pending authorization lives PENDING_TTL seconds; waiting longer is pointless.
+_timeout = number_flag(
+    float,
+    lambda value: 1 <= value <= PENDING_TTL,
+    "a timeout is a number of seconds",
+    f"a timeout is 1-{PENDING_TTL:g} seconds",
+)
 
 
 def add_connect_command(sub: Subcommands) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pdauth.commands._common import Subcommands, add_command, positive_int
+from pdauth.commands._common import Subcommands, add_command, number_flag, positive_int
 from pdauth.commands._output import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -52,14 +52,12 @@ def _due_limit(text: str) -> int:
     return value
 
 
-def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number of days") from None
-    if not 0 < value <= 3650:
-        raise argparse.ArgumentTypeError("expected a number of days between 0 and 3650")
-    return value
+_days = number_flag(
+    float,
+    lambda value: 0 < value <= 3650,
+    "expected a number of days",
+    "expected a number of days between 0 and 3650",
+)
 
 
 def add_refresh_action(actions: Subcommands) -> None:

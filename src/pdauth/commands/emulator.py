@@ -14,8 +14,15 @@ from urllib.parse import urlencode
 
 import uvicorn
 
-from pdauth._net import bind_socket, format_url
-from pdauth.commands._common import Subcommands, port, positive_int, serve_until_stopped
+from pdauth._net import format_url
+from pdauth.commands._common import (
+    Subcommands,
+    listen,
+    number_flag,
+    port,
+    positive_int,
+    serve_until_stopped,
+)
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.control import DEMO_CLIENT_ID
@@ -23,24 +30,12 @@ from pdauth.emulator.control import DEMO_CLIENT_ID
 __all__ = ["add_emulator_command", "config_from_args", "run_emulator"]
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError("expected a number between 0 and 1") from exc
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("expected a number between 0 and 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError("expected a positive number") from exc
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("expected a positive number")
-    return value
+_fraction = number_flag(
+    float, lambda value: 0.0 <= value <= 1.0, "expected a number between 0 and 1"
+)
+_positive_float = number_flag(
+    float, lambda value: 0 < value < float("inf"), "expected a positive number"
+)
 
 
 def add_emulator_command(sub: Subcommands) -> None:
@@ -163,10 +158,8 @@ def run_emulator(args: argparse.Namespace) -> int:
         print("pdauth emulator: --keyfile needs --certfile", file=sys.stderr)
         return 2
     app = create_app(config)
-    try:
-        sock = bind_socket(args.host, args.port)
-    except OSError as exc:
-        print(f"pdauth emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+    sock = listen("emulator", args.host, args.port)
+    if sock is None:
         return 1
     try:
         scheme = "https" if args.certfile else "http"

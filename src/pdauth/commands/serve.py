@@ -16,8 +16,8 @@ from contextlib import suppress
 
 import uvicorn
 
-from pdauth._net import bind_socket, format_url
-from pdauth.commands._common import Subcommands, port, serve_until_stopped
+from pdauth._net import format_url
+from pdauth.commands._common import Subcommands, listen, port, serve_until_stopped
 from pdauth.config import Settings
 from pdauth.errors import ConfigurationError, StoreError
 from pdauth.logs import configure_logging, protect_host_loggers
@@ -79,10 +79,8 @@ def run_serve(args: argparse.Namespace) -> int:
         app = create_app(settings, keeper=True)  # refuses e.g. a callback it could not route
     except ConfigurationError as exc:
         return _refuse(str(exc))
-    try:
-        sock = bind_socket(args.host, args.port)
-    except OSError as exc:
-        print(f"pdauth serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+    sock = listen("serve", args.host, args.port)
+    if sock is None:
         return 1
     try:
         config = uvicorn_config(
