@@ -27,9 +27,9 @@ from anyio.abc import TaskStatus
 
 from pdauth.commands._common import Subcommands, add_command
 from pdauth.commands._output import EXIT_FAILURE, EXIT_OK, print_json
-from pdauth.commands._runtime import Runtime, command_logging, current_runtime, fail, run_async
+from pdauth.commands._runtime import Runtime, current_runtime, with_connector
 from pdauth.config import Settings
-from pdauth.errors import ConfigurationError, PdauthError
+from pdauth.connections import Connector
 from pdauth.keeper import Keeper, KeeperReport
 
 __all__ = ["add_keeper_command", "report_json", "run_keeper"]
@@ -115,30 +115,23 @@ def run_keeper(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
     """``pdauth keeper``. Exit codes: 0 stopped (or a clean --once pass), 1 the --once pass had
     problems, 2 bad configuration or a schema that is behind."""
     rt = current_runtime(runtime)
-    try:
-        settings = rt.settings()
-    except ConfigurationError as exc:
-        return fail(COMMAND, exc)
-    with command_logging(settings, rt.environ()):
-        try:
-            return run_async(lambda: _keep(args, rt, settings))
-        except PdauthError as exc:
-            return fail(COMMAND, exc)
+    return with_connector(
+        COMMAND, rt, lambda connector, settings: _keep(args, rt, connector, settings)
+    )
 
 
-async def _keep(args: argparse.Namespace, rt: Runtime, settings: Settings) -> int:
-    async with rt.connector(settings) as connector:
-        if not await connector.store.is_up_to_date():
-            raise ConfigurationError("the database schema is not current; run `pdauth db upgrade`")
-        async with Keeper(connector, settings, clock=rt.clock, transport=rt.transport) as keeper:
-            if args.once:
-                report = await keeper.run_once()
-                if args.json:
-                    print_json(report_json(report))
-                else:
-                    print(_summary(report))
-                return EXIT_FAILURE if report.problems else EXIT_OK
-            await _forever(keeper, settings.keeper_interval, lambda r: _emit(r, args.json))
+async def _keep(
+    args: argparse.Namespace, rt: Runtime, connector: Connector, settings: Settings
+) -> int:
+    async with Keeper(connector, settings, clock=rt.clock, transport=rt.transport) as keeper:
+        if args.once:
+            report = await keeper.run_once()
+            if args.json:
+                print_json(report_json(report))
+            else:
+                print(_summary(report))
+            return EXIT_FAILURE if report.problems else EXIT_OK
+        await _forever(keeper, settings.keeper_interval, lambda r: _emit(r, args.json))
     return EXIT_OK
 
 
