@@ -18,6 +18,7 @@ from pdauth.commands._output import clean, iso_time
 from pdauth.connections import Connection
 from pdauth.service.views import public_data
 from pdauth.store import AsyncStore, ConnectionRow, EventRow
+from pdauth.subscriptions import SubscriptionStatus
 
 __all__ = [
     "account_label",
@@ -27,6 +28,7 @@ __all__ = [
     "operator_details",
     "pagerduty_revocation_help",
     "recent_events",
+    "subscription_label",
     "user_label",
 ]
 
@@ -127,3 +129,27 @@ def cell_time(iso: str | None) -> str:
     if iso is None:
         return "-"
     return iso[:16].replace("T", " ") + "Z"
+
+
+_SUBSCRIPTION_LABELS = {
+    "off": "off (PDAUTH_PAGERDUTY_EVENTS is not set)",
+    "missing": "missing (the keeper subscribes it on its next pass)",
+    "pending": "pending (being subscribed)",
+    "active": "active",
+    "no_scope": "no scope (the grant lacks the scope to subscribe; reconnect with it)",
+    "failed": "failed (retried by the keeper)",
+    "needs_reauth": "kept, but the connection needs re-authorization",
+    "disabled": "disabled by PagerDuty after failed deliveries",
+    "deleting": "being deleted (queued)",
+    "deleted": "deleted",
+}
+
+
+def subscription_label(status: SubscriptionStatus) -> str:
+    """The PagerDuty webhook subscription's state in one line (its id and last error too)."""
+    label = _SUBSCRIPTION_LABELS.get(status.state, status.state)
+    if status.pd_subscription_id:
+        label += f" [{status.pd_subscription_id}]"
+    if status.last_error and status.state not in ("active", "deleted"):
+        label += f": {status.last_error}"
+    return label

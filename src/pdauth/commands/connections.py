@@ -37,12 +37,14 @@ from pdauth.commands._views import (
     operator_details,
     pagerduty_revocation_help,
     recent_events,
+    subscription_label,
     user_label,
 )
 from pdauth.commands.connections_refresh import add_refresh_action, run_refresh
 from pdauth.config import Settings
 from pdauth.connections import Connector
 from pdauth.store import AsyncStore, ConnectionRow
+from pdauth.subscriptions import events_of
 
 __all__ = [
     "add_connections_command",
@@ -205,10 +207,19 @@ def run_show(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
         view = connection_json(row, settings.api_base_urls)
         events = [event_view(e) for e in await recent_events(connector.store, row, args.events)]
         details = operator_details(row)
+        # Asks PagerDuty (live) only when there is an active subscription to look at.
+        sub = await events_of(connector).status(row.id, live=row.status == "active")
         if args.json:
-            print_json({"connection": view, "operator_details": details, "events": events})
+            print_json(
+                {
+                    "connection": view,
+                    "operator_details": details,
+                    "pagerduty_subscription": sub.to_json(),
+                    "events": events,
+                }
+            )
             return EXIT_OK
-        print_fields(_show_fields(view, details))
+        print_fields({**_show_fields(view, details), "pagerduty_events": subscription_label(sub)})
         print()
         print(f"last {len(events)} event(s):" if events else "no events")
         if events:
