@@ -7,10 +7,17 @@ a disconnect deletes it (at once, or through a queued job the keeper retries).""
 from __future__ import annotations
 
 import os
+import ssl
+from pathlib import Path
 
+import anyio
 import httpx
+import pagerduty
 import pytest
+import trustme
 
+from pdauth.emulator import EmulatorConfig
+from pdauth.emulator.server import EmulatorServer
 from pdauth.store import Store
 from pdauth.subscriptions import UNSUBSCRIBE_EVENT, events_of, receiver_url
 from tests.subscriptions_kit import EVENTS, rig
@@ -204,3 +211,65 @@ def test_the_receiver_url_lies_under_the_public_base() -> None:
     assert receiver_url(s, "k") == "https://pd.example.com/auth/pagerduty/webhooks/k"
     s = make_settings(redirect_uri="https://app.example.com/pd/callback")
     assert receiver_url(s, "k") == "https://app.example.com/pd/pagerduty/webhooks/k"
+
+
+async def test_live_status_sees_pagerduty_disable_it_and_a_deleted_one_is_made_again(
+    tmp_path: os.PathLike[str],
+) -> None:
+    config = EmulatorConfig(webhook_disable_after=2)
+    async with rig(tmp_path, config=config) as r:
+        connection = await r.h.connect()
+        await r.keeper.run_once()
+        events = events_of(r.h.connector)
+        assert (await events.status(connection.id, live=True)).state == "active"
+        # Two deliveries refused (bad signatures: pdauth answers 401) -> PagerDuty disables it.
+        await r.h.control.post("/_emulator/webhooks/bad_signatures", json={"count": 2})
+        for _ in range(2):
+            await r.incident(connection)
+        await r.gate.wait_statuses(2)
+        await r.settle()
+        assert r.gate.statuses == [401, 401]
+        assert (await events.status(connection.id, live=True)).state == "disabled"
+        assert r.notices == []
+
+        # Deleted in PagerDuty behind pdauth's back: live status says so; the keeper remakes it.
+        pd_id = (await r.subscriptions())[0]["id"]
+        async with await r.h.connector.client(connection) as client:
+            await client.delete(f"/webhook_subscriptions/{pd_id}")
+        assert (await events.status(connection.id, live=True)).state == "missing"
+        await r.keeper.run_once()
+        subs = await r.subscriptions()
+        assert len(subs) == 1
+        assert subs[0]["id"] != pd_id
+        assert (await events.status(connection.id, live=True)).state == "active"
+
+
+async def test_the_official_pagerduty_client_lists_the_subscription(
+    tmp_path: os.PathLike[str],
+) -> None:
+    async with rig(tmp_path) as r:
+        connection = await r.h.connect()
+        await r.keeper.run_once()
+        ours = (await r.subscriptions())[0]
+        api_key = r.h.state.directory.api_keys[connection.account_id].token
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        certfile, keyfile = Path(tmp_path) / "server.crt", Path(tmp_path) / "server.key"
+        certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        cert.private_key_pem.write_to_path(str(keyfile))
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+
+        def official_list(url: str) -> list[dict[str, object]]:
+            with pagerduty.RestApiV2Client(api_key, base_url=url, verify=context) as api:
+                return list(api.iter_all("webhook_subscriptions"))
+
+        # A real TLS socket for the synchronous official client, over the same emulator state.
+        with EmulatorServer(state=r.h.state, certfile=certfile, keyfile=keyfile) as server:
+            listed = await anyio.to_thread.run_sync(official_list, server.url)
+        assert [s["id"] for s in listed] == [ours["id"]]
+        method = listed[0]["delivery_method"]
+        assert isinstance(method, dict)
+        assert method["url"] == ours["url"]
+        assert method["secret"] is None  # PagerDuty shows the secret only once
