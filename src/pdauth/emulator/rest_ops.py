@@ -11,7 +11,8 @@ import hmac
 import json
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -49,7 +50,7 @@ from pdauth.emulator.rest_support import (
     read_json,
     seconds,
 )
-from pdauth.emulator.rest_views import Links
+from pdauth.emulator.rest_views import Links, links_for
 
 if TYPE_CHECKING:
     from pdauth.emulator.rest import Region
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["Operations"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Operations:
@@ -75,19 +78,20 @@ class Operations:
     # -- helpers for handlers --------------------------------------------------------------
 
     def _links(self, request: Request, account: Account) -> Links:
-        public = self.state.config.public_url
-        base = (public or str(request.base_url)).rstrip("/")
-        api = base + ("/eu" if self.region == "eu" else "")
-        web = (
-            f"https://{account.subdomain}.eu.pagerduty.com"
-            if account.region == "eu"
-            else f"https://{account.subdomain}.pagerduty.com"
-        )
-        return Links(api=api, web=web, directory=self.directory)
+        return links_for(self.state, str(request.base_url), self.region, account)
 
-    def _in_account(self, principal: Principal, obj_account_id: str) -> None:
-        if obj_account_id != principal.account.id:
-            raise not_found()
+    def _page(
+        self,
+        request: Request,
+        principal: Principal,
+        plural: str,
+        items: list[T],
+        render: Callable[[Links, T], dict[str, object]],
+    ) -> Response:
+        """One classic page of ``items`` under ``plural``, with the pagination fields."""
+        page, meta = classic_page(request.query_params, items)
+        links = self._links(request, principal.account)
+        return json_response(200, {plural: [render(links, item) for item in page], **meta})
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -104,24 +108,13 @@ class Operations:
         principal.require("users.read", write=False)
         params = request.query_params
         enum_list(params, "include[]", USER_INCLUDES)
-        users = self.directory.users_of(principal.account.id)
-        query = (params.get("query") or "").strip().lower()
-        if query:
-            users = [u for u in users if query in u.name.lower() or query in u.email.lower()]
-        team_ids = set(params.getlist("team_ids[]"))
-        if team_ids:
-            users = [u for u in users if team_ids & set(u.team_ids)]
-        page, meta = classic_page(params, users)
-        links = self._links(request, principal.account)
-        return json_response(200, {"users": [links.user(u) for u in page], **meta})
+        users = _search(params, self.directory.users_of(principal.account.id), _user_texts)
+        return self._page(request, principal, "users", users, Links.user)
 
     async def get_user(self, request: Request, principal: Principal) -> Response:
         principal.require("users.read", write=False)
         enum_list(request.query_params, "include[]", USER_INCLUDES_ME)
-        user = self.directory.users.get(request.path_params["id"])
-        if user is None:
-            raise not_found()
-        self._in_account(principal, user.account_id)
+        user = principal.own(self.directory.users.get(request.path_params["id"]))
         return json_response(200, {"user": self._links(request, principal.account).user(user)})
 
     async def list_services(self, request: Request, principal: Principal) -> Response:
@@ -132,26 +125,16 @@ class Operations:
         services = sorted(self.directory.services_of(principal.account.id), key=lambda s: s.name)
         if sort and sort[-1] == "name:desc":
             services.reverse()
-        query = (params.get("query") or "").strip().lower()
-        if query:
-            services = [s for s in services if query in s.name.lower()]
+        services = _search(params, services, _service_texts)
         name = params.get("name")
         if name is not None:
             services = [s for s in services if s.name == name]
-        team_ids = set(params.getlist("team_ids[]"))
-        if team_ids:
-            services = [s for s in services if team_ids & set(s.team_ids)]
-        page, meta = classic_page(params, services)
-        links = self._links(request, principal.account)
-        return json_response(200, {"services": [links.service(s) for s in page], **meta})
+        return self._page(request, principal, "services", services, Links.service)
 
     async def get_service(self, request: Request, principal: Principal) -> Response:
         principal.require("services.read", write=False)
         enum_list(request.query_params, "include[]", SERVICE_INCLUDES)
-        service = self.directory.services.get(request.path_params["id"])
-        if service is None:
-            raise not_found()
-        self._in_account(principal, service.account_id)
+        service = principal.own(self.directory.services.get(request.path_params["id"]))
         return json_response(
             200, {"service": self._links(request, principal.account).service(service)}
         )
@@ -190,9 +173,7 @@ class Operations:
             incidents = [i for i in incidents if i.incident_key == key]
         for field_name, descending in reversed(sort_keys):
             incidents.sort(key=INCIDENT_SORTS[field_name], reverse=descending)
-        page, meta = classic_page(params, incidents)
-        links = self._links(request, principal.account)
-        return json_response(200, {"incidents": [links.incident(i) for i in page], **meta})
+        return self._page(request, principal, "incidents", incidents, Links.incident)
 
     def _incident_window(self, params: QueryParams) -> tuple[float, float]:
         now = self.state.clock.now()
@@ -442,3 +423,31 @@ class Operations:
 
 
 # -- rendering ------------------------------------------------------------------------------
+
+
+class _Searchable(Protocol):
+    @property
+    def team_ids(self) -> tuple[str, ...]: ...
+
+
+S = TypeVar("S", bound=_Searchable)
+
+
+def _search(params: QueryParams, items: list[S], texts: Callable[[S], tuple[str, ...]]) -> list[S]:
+    """``items`` filtered by ``query`` (a case-insensitive part of one of ``texts``) and by
+    ``team_ids[]`` (sharing a team), as PagerDuty's list operations read them."""
+    query = (params.get("query") or "").strip().lower()
+    if query:
+        items = [item for item in items if any(query in text.lower() for text in texts(item))]
+    team_ids = set(params.getlist("team_ids[]"))
+    if team_ids:
+        items = [item for item in items if team_ids & set(item.team_ids)]
+    return items
+
+
+def _user_texts(user: User) -> tuple[str, ...]:
+    return (user.name, user.email)
+
+
+def _service_texts(service: Service) -> tuple[str, ...]:
+    return (service.name,)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -94,6 +94,14 @@ def missing_scope(scope: str) -> ApiError:
 # -- who is calling -------------------------------------------------------------------------
 
 
+class _Owned(Protocol):
+    @property
+    def account_id(self) -> str: ...
+
+
+Owned = TypeVar("Owned", bound=_Owned)
+
+
 @dataclass(frozen=True)
 class Principal:
     """The authenticated caller of one request."""
@@ -123,6 +131,13 @@ class Principal:
             raise missing_scope(scope)
         if write and self.user is not None and self.user.role in READ_ONLY_ROLES:
             raise access_denied("Your role does not allow this action.")
+
+    def own(self, found: Owned | None) -> Owned:
+        """``found`` if it belongs to the caller's account; else a 404 (another account's
+        objects do not exist for this caller, as on PagerDuty)."""
+        if found is None or found.account_id != self.account.id:
+            raise not_found()
+        return found
 
 
 def is_classic(scopes: frozenset[str]) -> bool:

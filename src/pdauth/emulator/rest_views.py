@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pdauth.emulator.data import AuditRecord, Directory, Incident, Service, User
+from pdauth.emulator.data import Account, AuditRecord, Directory, Incident, Service, User
 from pdauth.emulator.rest_support import AUDIT_PLURALS, iso
 
-__all__ = ["Links"]
+if TYPE_CHECKING:
+    from pdauth.emulator.rest import Region
+    from pdauth.emulator.state import EmulatorState
+
+__all__ = ["Links", "links_for"]
+
+
+def links_for(state: EmulatorState, base_url: str, region: Region, account: Account) -> Links:
+    """Links for ``account`` as one region's REST API renders them (``base_url`` from the
+    request, unless ``public_url`` is configured)."""
+    base = (state.config.public_url or base_url).rstrip("/")
+    api = base + ("/eu" if region == "eu" else "")
+    domain = "eu.pagerduty.com" if account.region == "eu" else "pagerduty.com"
+    return Links(api=api, web=f"https://{account.subdomain}.{domain}", directory=state.directory)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pdauth.emulator.data import Account, Incident
+from pdauth.emulator.data import Incident
 from pdauth.emulator.rest_support import (
     ApiError,
     Principal,
@@ -25,10 +25,9 @@ from pdauth.emulator.rest_support import (
     enum_list,
     invalid,
     json_response,
-    not_found,
     read_json,
 )
-from pdauth.emulator.rest_views import Links
+from pdauth.emulator.rest_views import Links, links_for
 from pdauth.emulator.webhooks import EVENT_TYPES, Subscription, new_secret
 
 if TYPE_CHECKING:
@@ -44,15 +43,6 @@ REDACTED = "-- redacted --"  # what PagerDuty's GetSubscriptionExample shows for
 MAX_URL = 2048
 MAX_HEADERS = 10  # Assumption: PagerDuty documents no limit on custom headers
 READ, WRITE = "webhook_subscriptions.read", "webhook_subscriptions.write"
-
-
-def links_for(state: EmulatorState, base_url: str, region: Region, account: Account) -> Links:
-    """Links for ``account`` as one region's REST API renders them (``base_url`` from the
-    request, unless ``public_url`` is configured)."""
-    base = (state.config.public_url or base_url).rstrip("/")
-    api = base + ("/eu" if region == "eu" else "")
-    domain = "eu.pagerduty.com" if account.region == "eu" else "pagerduty.com"
-    return Links(api=api, web=f"https://{account.subdomain}.{domain}", directory=state.directory)
 
 
 def change_incident_status(
@@ -89,10 +79,7 @@ class WebhookOperations:
         return links_for(self.state, str(request.base_url), self.region, principal.account)
 
     def _find(self, request: Request, principal: Principal) -> Subscription:
-        found = self.state.webhooks.subscriptions.get(request.path_params["id"])
-        if found is None or found.account_id != principal.account.id:
-            raise not_found()
-        return found
+        return principal.own(self.state.webhooks.subscriptions.get(request.path_params["id"]))
 
     def render(self, sub: Subscription, *, secret: bool = False) -> dict[str, object]:
         now = self.state.clock.now()
@@ -200,17 +187,13 @@ class WebhookOperations:
 
     async def get_incident(self, request: Request, principal: Principal) -> Response:
         principal.require("incidents.read", write=False)
-        incident = self.state.directory.incidents.get(request.path_params["id"])
-        if incident is None or incident.account_id != principal.account.id:
-            raise not_found()
+        incident = principal.own(self.state.directory.incidents.get(request.path_params["id"]))
         return json_response(200, {"incident": self._links(request, principal).incident(incident)})
 
     async def update_incident(self, request: Request, principal: Principal) -> Response:
         """``PUT /incidents/{id}``: ``status`` acknowledged or resolved (the rest is ignored)."""
         principal.require("incidents.write", write=True)
-        incident = self.state.directory.incidents.get(request.path_params["id"])
-        if incident is None or incident.account_id != principal.account.id:
-            raise not_found()
+        incident = principal.own(self.state.directory.incidents.get(request.path_params["id"]))
         requester = _requester(self.state, request, principal)
         spec = (await read_json(request)).get("incident")
         if not isinstance(spec, dict) or spec.get("type") not in ("incident", "incident_reference"):
