@@ -9,18 +9,26 @@ It has no authentication: the emulator is meant for loopback and test networks o
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import secrets
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from pdauth.emulator.config import AppKind
+from pdauth.emulator.control_support import (
+    BadRequest,
+    control_route,
+    fail,
+    flag_field,
+    json_body,
+    number_field,
+    required_field,
+    string_field,
+)
 from pdauth.emulator.identity import (
     AUTHORIZE_PARAMS,
     AuthorizeProblem,
@@ -33,7 +41,6 @@ from pdauth.emulator.state import EmulatorState, FaultTarget, OAuthApp, new_pd_i
 
 __all__ = ["control_routes", "demo_app"]
 
-MAX_JSON = 64 * 1024
 MAX_ADVANCE = 20 * 365 * 86_400.0
 CLASSIC_SCOPES = frozenset({"read", "write"})
 _SCOPED_SCOPE = re.compile(r"[a-z_]+(:[a-z_]+)?\.(read|write)")
@@ -60,72 +67,6 @@ def demo_app() -> OAuthApp:
     )
 
 
-class BadRequest(Exception):
-    def __init__(self, description: str, error: str = "invalid_request", status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
-
-
-def _fail(err: BadRequest) -> JSONResponse:
-    return JSONResponse(
-        {"error": err.error, "error_description": err.description}, status_code=err.status
-    )
-
-
-async def _json_body(request: Request, *, optional: bool = False) -> dict[str, Any]:
-    mime = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_JSON:
-                raise BadRequest("The request body is too large.", status=413)
-    except ClientDisconnect as exc:
-        raise BadRequest("The request body was cut short.") from exc
-    if not body.strip() and optional:
-        return {}
-    if mime not in ("application/json", ""):
-        raise BadRequest("The body must be JSON (Content-Type: application/json).")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest("The body is not valid JSON.") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("The body must be a JSON object.")
-    return data
-
-
-def _required(data: dict[str, Any], key: str) -> str:
-    value = _string(data, key)
-    if value is None:
-        raise BadRequest(f"{key} is required.")
-    return value
-
-
-def _string(data: dict[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{key} must be a string.")
-    return value
-
-
-def _number(data: dict[str, Any], key: str, default: float) -> float:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{key} must be a number.")
-    try:
-        number = float(value)
-    except OverflowError as exc:
-        raise BadRequest(f"{key} is out of range.") from exc
-    if not math.isfinite(number):
-        raise BadRequest(f"{key} must be finite.")
-    return number
-
-
 def _approved_scopes(raw: object) -> frozenset[str] | None:
     if raw is None:
         return None
@@ -138,17 +79,19 @@ def _approved_scopes(raw: object) -> frozenset[str] | None:
 
 def _app_from_json(state: EmulatorState, data: dict[str, Any]) -> tuple[OAuthApp, bool]:
     """Validate a registration; returns the app and whether its secret was generated."""
-    client_id = _string(data, "client_id") or f"{new_pd_id()}-emulated"
+    client_id = string_field(data, "client_id") or f"{new_pd_id()}-emulated"
     if not _CLIENT_ID.fullmatch(client_id):
         raise BadRequest("client_id must be 1-128 URL-safe characters.")
-    name = _string(data, "name") or client_id
+    name = string_field(data, "name") or client_id
     if len(name) > 200:
         raise BadRequest("name is too long.")
-    kind = _string(data, "kind") or "classic"
+    kind = string_field(data, "kind") or "classic"
     if kind not in ("classic", "scoped"):
         raise BadRequest("kind must be 'classic' or 'scoped'.")
-    secret = _string(data, "client_secret")
-    client_type = _string(data, "client_type") or ("public" if secret is None else "confidential")
+    secret = string_field(data, "client_secret")
+    client_type = string_field(data, "client_type") or (
+        "public" if secret is None else "confidential"
+    )
     if client_type not in ("public", "confidential"):
         raise BadRequest("client_type must be 'public' or 'confidential'.")
     if client_type == "public" and secret is not None:
@@ -186,11 +129,9 @@ def _app_from_json(state: EmulatorState, data: dict[str, Any]) -> tuple[OAuthApp
         raise BadRequest("Scoped apps have '<resource>.read|write' scopes.")
 
     account_id = None
-    account_ref = _string(data, "account")
+    account_ref = string_field(data, "account")
     if account_ref is not None:
-        account = state.directory.accounts.get(account_ref) or (
-            state.directory.account_by_subdomain(account_ref)
-        )
+        account = state.directory.account_by_ref(account_ref)
         if account is None:
             raise BadRequest("No such account (give its id or subdomain).")
         account_id = account.id
@@ -229,20 +170,17 @@ class ControlEndpoints:
         ``approve`` and ``user`` to the first user the page would offer; ``scopes`` (a list or a
         space-separated string) narrows the grant to those of the requested scopes the user
         approves (default: all of them)."""
-        try:
-            data = await _json_body(request)
-            params: dict[str, str] = {}
-            for key in AUTHORIZE_PARAMS:
-                value = _string(data, key)
-                if value is not None:
-                    params[key] = value
-            decision = _string(data, "decision") or "approve"
-            if decision not in ("approve", "deny"):
-                raise BadRequest("decision must be 'approve' or 'deny'.")
-            who = _string(data, "user")
-            approved = _approved_scopes(data.get("scopes"))
-        except BadRequest as err:
-            return _fail(err)
+        data = await json_body(request)
+        params: dict[str, str] = {}
+        for key in AUTHORIZE_PARAMS:
+            value = string_field(data, key)
+            if value is not None:
+                params[key] = value
+        decision = string_field(data, "decision") or "approve"
+        if decision not in ("approve", "deny"):
+            raise BadRequest("decision must be 'approve' or 'deny'.")
+        who = string_field(data, "user")
+        approved = _approved_scopes(data.get("scopes"))
         try:
             valid = validate_authorize(self.state, params)
             user = None
@@ -258,7 +196,7 @@ class ControlEndpoints:
             if problem.redirect is not None:
                 self.state.stats.record_authorize(problem.error)
                 return JSONResponse({"redirect": problem.redirect})
-            return _fail(BadRequest(problem.description, problem.error))
+            return fail(BadRequest(problem.description, problem.error))
         return JSONResponse({"redirect": target})
 
     async def stats(self, request: Request) -> Response:
@@ -271,10 +209,7 @@ class ControlEndpoints:
         return JSONResponse({"apps": [_describe(a) for a in self.state.apps.values()]})
 
     async def register_app(self, request: Request) -> Response:
-        try:
-            app, generated = _app_from_json(self.state, await _json_body(request))
-        except BadRequest as err:
-            return _fail(err)
+        app, generated = _app_from_json(self.state, await json_body(request))
         self.state.register_app(app)
         body = _describe(app)
         if generated:  # the caller has no other way to learn it
@@ -282,19 +217,17 @@ class ControlEndpoints:
         return JSONResponse(body, status_code=201)
 
     async def faults(self, request: Request) -> Response:
+        data = await json_body(request)
+        target = required_field(data, "target")
+        kind = required_field(data, "kind")
+        count = data.get("count", 1)
+        delay = number_field(data, "delay", 0.0)
+        if target not in ("token", "rest"):
+            raise BadRequest("target must be 'token' or 'rest'.")
         try:
-            data = await _json_body(request)
-            target = _required(data, "target")
-            kind = _required(data, "kind")
-            count = data.get("count", 1)
-            delay = _number(data, "delay", 0.0)
-            if target not in ("token", "rest"):
-                raise BadRequest("target must be 'token' or 'rest'.")
             self.state.faults.add(cast(FaultTarget, target), kind, count, delay)
-        except BadRequest as err:
-            return _fail(err)
         except ValueError as exc:
-            return _fail(BadRequest(str(exc)))
+            raise BadRequest(str(exc)) from None
         return JSONResponse({"pending": self.state.faults.pending()})
 
     async def pending_faults(self, request: Request) -> Response:
@@ -303,43 +236,31 @@ class ControlEndpoints:
     async def revoke(self, request: Request) -> Response:
         """``{"client_id"}``: the app's "Revoke All Tokens". ``{"user", "client_id"?}``: delete a
         user's delegations (all apps, or one)."""
-        try:
-            data = await _json_body(request)
-            client_id = _string(data, "client_id")
-            who = _string(data, "user")
-            if client_id is None and who is None:
-                raise BadRequest("Give client_id, user, or both.")
-            user_id = None
-            if who is not None:
-                user = self.state.directory.find_user(who) if who else None
-                if user is None:
-                    raise BadRequest("No such user.")
-                user_id = user.id
-        except BadRequest as err:
-            return _fail(err)
+        data = await json_body(request)
+        client_id = string_field(data, "client_id")
+        who = string_field(data, "user")
+        if client_id is None and who is None:
+            raise BadRequest("Give client_id, user, or both.")
+        user_id = None
+        if who is not None:
+            user = self.state.directory.find_user(who) if who else None
+            if user is None:
+                raise BadRequest("No such user.")
+            user_id = user.id
         return JSONResponse({"revoked": self.state.revoke(client_id=client_id, user_id=user_id)})
 
     async def clock(self, request: Request) -> Response:
         if request.method == "POST":
-            try:
-                advance = _number(await _json_body(request), "advance", 0.0)
-                if not 0 <= advance <= MAX_ADVANCE:
-                    raise BadRequest("advance must be between 0 and 20 years of seconds.")
-            except BadRequest as err:
-                return _fail(err)
+            advance = number_field(await json_body(request), "advance", 0.0)
+            if not 0 <= advance <= MAX_ADVANCE:
+                raise BadRequest("advance must be between 0 and 20 years of seconds.")
             self.state.clock.advance(advance)
         return JSONResponse({"now": self.state.clock.now(), "offset": self.state.clock.offset})
 
     async def rotate_keys(self, request: Request) -> Response:
         """New signing key (new kid). ``{"keep_old": false}`` drops the old keys from the JWKS,
         so tokens signed earlier no longer verify."""
-        try:
-            data = await _json_body(request, optional=True)
-            keep_old = data.get("keep_old", True)
-            if not isinstance(keep_old, bool):
-                raise BadRequest("keep_old must be true or false.")
-        except BadRequest as err:
-            return _fail(err)
+        keep_old = flag_field(await json_body(request, optional=True), "keep_old", True)
         kid = self.state.keys.rotate(keep_old=keep_old)
         return JSONResponse({"kid": kid, "kids": self.state.keys.kids()})
 
@@ -357,15 +278,15 @@ def control_routes(state: EmulatorState) -> list[BaseRoute]:
     """The ``/_emulator`` routes over ``state`` (mount them under ``/_emulator``)."""
     ep = ControlEndpoints(state)
     return [
-        Route("/authorize", ep.authorize, methods=["POST"]),
-        Route("/stats", ep.stats, methods=["GET"]),
-        Route("/apps", ep.list_apps, methods=["GET"]),
-        Route("/apps", ep.register_app, methods=["POST"]),
-        Route("/faults", ep.faults, methods=["POST"]),
-        Route("/faults", ep.pending_faults, methods=["GET"]),
-        Route("/revoke", ep.revoke, methods=["POST"]),
-        Route("/clock", ep.clock, methods=["GET", "POST"]),
-        Route("/keys/rotate", ep.rotate_keys, methods=["POST"]),
-        Route("/reset", ep.reset, methods=["POST"]),
-        Route("/health", ep.health, methods=["GET"]),
+        control_route("/authorize", ep.authorize, "POST"),
+        control_route("/stats", ep.stats, "GET"),
+        control_route("/apps", ep.list_apps, "GET"),
+        control_route("/apps", ep.register_app, "POST"),
+        control_route("/faults", ep.faults, "POST"),
+        control_route("/faults", ep.pending_faults, "GET"),
+        control_route("/revoke", ep.revoke, "POST"),
+        control_route("/clock", ep.clock, "GET", "POST"),
+        control_route("/keys/rotate", ep.rotate_keys, "POST"),
+        control_route("/reset", ep.reset, "POST"),
+        control_route("/health", ep.health, "GET"),
     ]

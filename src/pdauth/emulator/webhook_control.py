@@ -21,9 +21,15 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from pdauth.emulator.control import BadRequest, _fail, _json_body, _string
+from pdauth.emulator.control_support import (
+    BadRequest,
+    control_route,
+    flag_field,
+    json_body,
+    string_field,
+)
 from pdauth.emulator.data import Account
 from pdauth.emulator.rest_views import Links
 from pdauth.emulator.state import EmulatorState
@@ -42,15 +48,14 @@ class WebhookControl:
         self.state = state
 
     def _account(self, data: dict[str, Any]) -> Account:
-        ref = _string(data, "account") or ""
-        directory = self.state.directory
-        account = directory.accounts.get(ref) or directory.account_by_subdomain(ref)
+        ref = string_field(data, "account") or ""
+        account = self.state.directory.account_by_ref(ref)
         if account is None:
             raise BadRequest("account must be an account id or subdomain.")
         return account
 
     def _user_id(self, data: dict[str, Any], account: Account) -> str | None:
-        who = _string(data, "user")
+        who = string_field(data, "user")
         if who is None:
             return None
         user = self.state.directory.find_user(who) if who else None
@@ -59,21 +64,18 @@ class WebhookControl:
         return user.id
 
     async def create_incident(self, request: Request) -> Response:
-        try:
-            data = await _json_body(request)
-            account = self._account(data)
-            services = self.state.directory.services_of(account.id)
-            service_id = _string(data, "service") or (services[0].id if services else "")
-            service = self.state.directory.services.get(service_id)
-            if service is None or service.account_id != account.id:
-                raise BadRequest("service must be a service of the account.")
-            title = _string(data, "title") or "Emulated incident"
-            urgency = _string(data, "urgency") or "high"
-            if urgency not in ("high", "low") or len(title) > 1024:
-                raise BadRequest("urgency must be high or low; title at most 1024 characters.")
-            agent_id = self._user_id(data, account)
-        except BadRequest as err:
-            return _fail(err)
+        data = await json_body(request)
+        account = self._account(data)
+        services = self.state.directory.services_of(account.id)
+        service_id = string_field(data, "service") or (services[0].id if services else "")
+        service = self.state.directory.services.get(service_id)
+        if service is None or service.account_id != account.id:
+            raise BadRequest("service must be a service of the account.")
+        title = string_field(data, "title") or "Emulated incident"
+        urgency = string_field(data, "urgency") or "high"
+        if urgency not in ("high", "low") or len(title) > 1024:
+            raise BadRequest("urgency must be high or low; title at most 1024 characters.")
+        agent_id = self._user_id(data, account)
         incident = self.state.directory.add_incident(
             account_id=account.id,
             title=title,
@@ -92,18 +94,15 @@ class WebhookControl:
     async def change_incident(self, request: Request) -> Response:
         incident = self.state.directory.incidents.get(request.path_params["id"])
         if incident is None:
-            return _fail(BadRequest("No such incident.", "not_found", 404))
+            raise BadRequest("No such incident.", "not_found", 404)
         account = self.state.directory.accounts[incident.account_id]
-        try:
-            data = await _json_body(request)
-            status = _string(data, "status")
-            if status not in ("acknowledged", "resolved"):
-                raise BadRequest("status must be 'acknowledged' or 'resolved'.")
-            if incident.status == "resolved" and status != "resolved":
-                raise BadRequest("The incident is already resolved.")
-            agent_id = self._user_id(data, account)
-        except BadRequest as err:
-            return _fail(err)
+        data = await json_body(request)
+        status = string_field(data, "status")
+        if status not in ("acknowledged", "resolved"):
+            raise BadRequest("status must be 'acknowledged' or 'resolved'.")
+        if incident.status == "resolved" and status != "resolved":
+            raise BadRequest("The incident is already resolved.")
+        agent_id = self._user_id(data, account)
         links = self._links(request, account)
         changed = change_incident_status(self.state, incident, status, links, agent_id)
         return JSONResponse({"incident": links.incident(changed)})
@@ -140,34 +139,22 @@ class WebhookControl:
         )
 
     async def rotate_secret(self, request: Request) -> Response:
-        try:
-            sub = self._subscription(request)
-            data = await _json_body(request, optional=True)
-            keep_old = data.get("keep_old", True)
-            if not isinstance(keep_old, bool):
-                raise BadRequest("keep_old must be true or false.")
-        except BadRequest as err:
-            return _fail(err)
+        sub = self._subscription(request)
+        keep_old = flag_field(await json_body(request, optional=True), "keep_old", True)
         secret = self.state.webhooks.rotate_secret(sub, keep_old=keep_old)
         return JSONResponse({"secret": secret, "secrets_active": len(sub.secrets)})
 
     async def retire_secret(self, request: Request) -> Response:
-        try:
-            sub = self._subscription(request)
-        except BadRequest as err:
-            return _fail(err)
+        sub = self._subscription(request)
         self.state.webhooks.retire_secrets(sub)
         return JSONResponse({"secrets_active": len(sub.secrets)})
 
     async def bad_signatures(self, request: Request) -> Response:
-        try:
-            count = (await _json_body(request)).get("count", 1)
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise BadRequest("count must be an integer.")
-            if not 0 <= count <= MAX_BAD_SIGNATURES:
-                raise BadRequest(f"count must be between 0 and {MAX_BAD_SIGNATURES}.")
-        except BadRequest as err:
-            return _fail(err)
+        count = (await json_body(request)).get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise BadRequest("count must be an integer.")
+        if not 0 <= count <= MAX_BAD_SIGNATURES:
+            raise BadRequest(f"count must be between 0 and {MAX_BAD_SIGNATURES}.")
         self.state.webhooks.bad_signatures = count
         return JSONResponse({"pending": count})
 
@@ -176,10 +163,10 @@ def webhook_control_routes(state: EmulatorState) -> list[BaseRoute]:
     """The routes above over ``state`` (mount them under ``/_emulator``)."""
     ep = WebhookControl(state)
     return [
-        Route("/incidents", ep.create_incident, methods=["POST"]),
-        Route("/incidents/{id}", ep.change_incident, methods=["POST"]),
-        Route("/webhook_subscriptions", ep.list_subscriptions, methods=["GET"]),
-        Route("/webhook_subscriptions/{id}/rotate_secret", ep.rotate_secret, methods=["POST"]),
-        Route("/webhook_subscriptions/{id}/retire_secret", ep.retire_secret, methods=["POST"]),
-        Route("/webhooks/bad_signatures", ep.bad_signatures, methods=["POST"]),
+        control_route("/incidents", ep.create_incident, "POST"),
+        control_route("/incidents/{id}", ep.change_incident, "POST"),
+        control_route("/webhook_subscriptions", ep.list_subscriptions, "GET"),
+        control_route("/webhook_subscriptions/{id}/rotate_secret", ep.rotate_secret, "POST"),
+        control_route("/webhook_subscriptions/{id}/retire_secret", ep.retire_secret, "POST"),
+        control_route("/webhooks/bad_signatures", ep.bad_signatures, "POST"),
     ]
