@@ -114,7 +114,7 @@ async def create_connect_session(request: Request) -> Response:
     data = await json_body(request)
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")
-    unknown = set(data) - {"owner", "return_to"}
+    unknown = set(data) - {"owner", "return_to", "expected_account", "expected_user"}
     if unknown:
         raise ApiError(400, "invalid_request", "unknown fields in the body")
     owner = validate_owner(data.get("owner"))
@@ -129,7 +129,16 @@ async def create_connect_session(request: Request) -> Response:
             "invalid_request",
             f"return_to must be a string of at most {MAX_RETURN_TO_LENGTH} characters",
         )
-    token, link = service.connect_sessions.issue(owner, return_to)
+    expected = {k: data.get(k) for k in ("expected_account", "expected_user")}
+    for name, value in expected.items():
+        if value is not None and validate_owner(value) is None:
+            raise ApiError(400, "invalid_request", f"{name} must be 1-255 printable characters")
+    token, link = service.connect_sessions.issue(
+        owner,
+        return_to,
+        expected_account=expected["expected_account"],
+        expected_user=expected["expected_user"],
+    )
     url = service.absolute_url(request.scope, "connect_session") + "?" + urlencode({"token": token})
     return JSONResponse(
         {
@@ -137,6 +146,8 @@ async def create_connect_session(request: Request) -> Response:
             "expires_at": iso_time(link.expires_at),
             "owner": link.owner,
             "return_to": link.return_to,
+            "expected_account": link.expected_account,
+            "expected_user": link.expected_user,
         },
         status_code=201,
     )

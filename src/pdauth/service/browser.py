@@ -65,8 +65,11 @@ class Page:
             self.service.renderer.render(self.request, template, full, status_code=status)
         )
 
-    async def failure(self, kind: str) -> Response:
-        context = {"owner": await self.owner(), "csrf": self.session.csrf}
+    async def failure(self, kind: str, *, message: str | None = None) -> Response:
+        """The friendly page for ``kind``; ``message`` replaces its text (no secret in it)."""
+        context: dict[str, Any] = {"owner": await self.owner(), "csrf": self.session.csrf}
+        if message is not None:
+            context["message"] = message
         return self.finish(self.service.renderer.flow_failure(self.request, kind, context))
 
     async def checked_form(self, *, max_fields: int = 8) -> FormData:

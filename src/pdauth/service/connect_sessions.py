@@ -5,10 +5,12 @@ Standalone deployments do not know who the browser's user is. The host applicati
 URL valid for 10 minutes; its user opens it; the page binds the browser to that owner and offers
 the Connect button. The link token is an AES-256-GCM ciphertext sealed by
 :meth:`pdauth.sealing.Sealer.seal_connect_session` (the key ring and its associated-data rule)
-of ``{owner, return_to, expires_at, jti}``: confidential (the owner id is not readable from
-the URL), unforgeable and stateless, so any instance can open it. Opening a link only *reads*
-it — link scanners and prefetchers fetch URLs — and the single use is enforced when the user
-presses the button:
+of ``{owner, return_to, expires_at, jti}`` plus, when the host names them, the PagerDuty
+account and user the link is meant for (an approval by anyone else connects nothing:
+a link is a bearer credential, docs/SECURITY.md item 47): confidential (the owner id is not
+readable from the URL), unforgeable and stateless, so any instance can open it. Opening a
+link only *reads* it — link scanners and prefetchers fetch URLs — and the single use is
+enforced when the user presses the button:
 the ``jti`` is claimed in a :class:`UsedTokens` set (process memory by default; Redis ``SET NX``
 when ``PDAUTH_REDIS_URL`` is set, so a link works once across every instance).
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pdauth.clock import Clock
+from pdauth.connect_flow import check_expectation
 from pdauth.crypto import KeyRing
 from pdauth.errors import CryptoError, StoreError
 from pdauth.owners import MAX_OWNER_LENGTH, OWNER_PATTERN, validate_owner
@@ -52,6 +55,9 @@ class ConnectSession:
     return_to: str | None
     expires_at: float
     jti: str = field(repr=False)
+    # Who the link is meant for: a PagerDuty subdomain or account id, a user id or email.
+    expected_account: str | None = None
+    expected_user: str | None = None
 
 
 class UsedTokens(Protocol):
@@ -120,8 +126,18 @@ class ConnectSessions:
         self._clock = clock
         self.lifetime = lifetime
 
-    def issue(self, owner: str, return_to: str | None) -> tuple[str, ConnectSession]:
-        """A new link token; ``return_to`` is reduced to a safe relative path or ``None``."""
+    def issue(
+        self,
+        owner: str,
+        return_to: str | None,
+        *,
+        expected_account: str | None = None,
+        expected_user: str | None = None,
+    ) -> tuple[str, ConnectSession]:
+        """A new link token; ``return_to`` is reduced to a safe relative path or ``None``.
+
+        ``expected_account``/``expected_user``: who may approve (ValueError when unusable).
+        """
         if validate_owner(owner) is None:
             raise ValueError("owner must be 1-255 printable characters")
         session = ConnectSession(
@@ -129,13 +145,19 @@ class ConnectSessions:
             return_to=safe_return_to(return_to),
             expires_at=self._clock.now() + self.lifetime,
             jti=secrets.token_urlsafe(16),
+            expected_account=check_expectation("expected_account", expected_account),
+            expected_user=check_expectation("expected_user", expected_user),
         )
-        payload = {
+        payload: dict[str, object] = {
             "o": session.owner,
             "r": session.return_to,
             "e": session.expires_at,
             "j": session.jti,
         }
+        if session.expected_account is not None:
+            payload["a"] = session.expected_account
+        if session.expected_user is not None:
+            payload["u"] = session.expected_user
         return self._seal.seal_connect_session(json.dumps(payload, separators=(",", ":"))), session
 
     def open(self, token: str) -> ConnectSession | None:
@@ -155,8 +177,18 @@ class ConnectSessions:
             return None
         if return_to is not None and safe_return_to(return_to) is None:
             return None
+        account, user = data.get("a"), data.get("u")
+        if any(v is not None and validate_owner(v) is None for v in (account, user)):
+            return None
         assert isinstance(owner, str)
-        session = ConnectSession(owner, return_to, float(expires_at), jti)
+        session = ConnectSession(
+            owner,
+            return_to,
+            float(expires_at),
+            jti,
+            expected_account=account if isinstance(account, str) else None,
+            expected_user=user if isinstance(user, str) else None,
+        )
         return session if self._clock.now() < session.expires_at else None
 
     async def redeem(self, session: ConnectSession) -> bool:

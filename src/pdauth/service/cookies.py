@@ -164,6 +164,8 @@ class BrowserSession:
                 self.pending_link.return_to,
                 self.pending_link.expires_at,
                 self.pending_link.jti,
+                self.pending_link.expected_account,
+                self.pending_link.expected_user,
             ],
             "fl": self.flash,
         }
@@ -200,14 +202,25 @@ FLASHES = frozenset({"connected"})
 
 
 def _link(value: object) -> ConnectSession | None:
-    if not isinstance(value, list) or len(value) != 4:
+    # Four entries from before links named an expected account and user; six since.
+    if not isinstance(value, list) or len(value) not in (4, 6):
         return None
-    owner, return_to, expires_at, jti = value
+    owner, return_to, expires_at, jti, account, user = [*value, None, None][:6]
     if validate_owner(owner) is None or not isinstance(jti, str) or not _is_number(expires_at):
         return None
     if return_to is not None and safe_return_to(return_to) is None:
         return None
-    return ConnectSession(owner, return_to, float(expires_at), jti)
+    expected = [v for v in (account, user) if v is not None]
+    if any(validate_owner(v) is None for v in expected):
+        return None
+    return ConnectSession(
+        owner,
+        return_to,
+        float(expires_at),
+        jti,
+        expected_account=account,
+        expected_user=user,
+    )
 
 
 def _is_number(value: object) -> TypeGuard[float]:

@@ -68,6 +68,8 @@ class ServiceOptions:
     owner_session_seconds: float = 3600.0
     callback_path: str = "/callback"
     try_rate_limit: int = 10
+    # The host application's name on the connect-link page ("this application" without one).
+    app_name: str | None = None
 
     @property
     def https(self) -> bool:

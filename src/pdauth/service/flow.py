@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from pdauth.connect_flow import UnexpectedGrantError
 from pdauth.errors import (
     AuthorizationDeniedError,
     BindingMismatchError,
@@ -75,18 +76,43 @@ async def connect(request: Request) -> Response:
                 pending_link=None,
             )
         )
-        return await _begin(page, link.owner, link.return_to)
+        return await _begin(
+            page,
+            link.owner,
+            link.return_to,
+            expect_account=link.expected_account,
+            expect_user=link.expected_user,
+        )
     owner = await page.owner()
     if owner is None:
         return await page.failure("not_signed_in")
-    return await _begin(page, owner, return_to)
+    # "Grant more access": a re-consent that updates this owner's connection in place (an
+    # unknown id, or another owner's, is ConnectionNotFoundError: a 404 at the app's edge).
+    connection_id = form.get("connection_id")
+    if not isinstance(connection_id, str) or not connection_id:
+        connection_id = None
+    return await _begin(page, owner, return_to, connection_id=connection_id)
 
 
-async def _begin(page: Page, owner: str, return_to: str | None) -> Response:
+async def _begin(
+    page: Page,
+    owner: str,
+    return_to: str | None,
+    *,
+    expect_account: str | None = None,
+    expect_user: str | None = None,
+    connection_id: str | None = None,
+) -> Response:
     cookies = page.service.cookies
     connector = await page.service.connector()
     try:
-        start = await connector.begin(owner, return_to=return_to)
+        start = await connector.begin(
+            owner,
+            return_to=return_to,
+            expect_account=expect_account,
+            expect_user=expect_user,
+            connection_id=connection_id,
+        )
     except StoreError:
         return await page.failure("storage")
     existing = cookies.read_binding(page.request, page.now)
@@ -124,6 +150,8 @@ async def callback(request: Request) -> Response:
     connector = await service.connector()
     try:
         completed, return_to = await connector.complete_with_return_to(query, binding, owner=owner)
+    except UnexpectedGrantError as exc:
+        return await page.failure(exc.reason, message=_unexpected_message(exc))
     except PdauthError as exc:
         return await page.failure(failure_kind(exc))
     session = replace(page.session, flash=CONNECTED_FLASH)  # the next page says "Connected"
@@ -178,7 +206,28 @@ async def connect_session(request: Request) -> Response:
     page.replace_session(_with_link(page.session, link))
     return await page.render(
         "connect_session.html",
-        {"title": "Connect PagerDuty", "session_owner": link.owner, "expires_at": link.expires_at},
+        {
+            "title": "Connect PagerDuty",
+            "session_owner": link.owner,
+            "expires_at": link.expires_at,
+            "app_name": service.options.app_name or "this application",
+            "app_title": service.options.app_name or "This application",
+            "expected_account": link.expected_account,
+            "expected_user": link.expected_user,
+        },
+    )
+
+
+def _unexpected_message(exc: UnexpectedGrantError) -> str:
+    if exc.reason == "unexpected_account":
+        meant = f"the PagerDuty account {exc.expected_account}"
+    else:
+        meant = f"the PagerDuty user {exc.expected_user}"
+    return (
+        f"This link was meant for {meant}, but another one approved it. Nothing was "
+        "connected and the access just granted was withdrawn. If the link was meant for you, "
+        "sign in to PagerDuty as that account or user and ask the application for a new link; "
+        "otherwise, whoever sent it to you may be trying to get at your PagerDuty account."
     )
 
 

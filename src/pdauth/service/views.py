@@ -166,6 +166,22 @@ FLOW_FAILURES: dict[str, FlowFailure] = {
         "Could not save the connection",
         "The connection could not be saved. Nothing was kept; please try again shortly.",
     ),
+    # A connect link meant for someone else (docs/SECURITY.md item 47). The page names who
+    # it was meant for (the host named that value with its API key; never a secret).
+    "unexpected_account": FlowFailure(
+        403,
+        "This link is for another PagerDuty account",
+        "This link was meant for another PagerDuty account. Nothing was connected and the "
+        "access just granted was withdrawn.",
+        can_retry=False,
+    ),
+    "unexpected_user": FlowFailure(
+        403,
+        "This link is for another PagerDuty user",
+        "This link was meant for another PagerDuty user. Nothing was connected and the "
+        "access just granted was withdrawn.",
+        can_retry=False,
+    ),
     "link_used": FlowFailure(
         400,
         "This connect link cannot be used",
