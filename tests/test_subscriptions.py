@@ -273,3 +273,31 @@ async def test_the_official_pagerduty_client_lists_the_subscription(
         assert isinstance(method, dict)
         assert method["url"] == ours["url"]
         assert method["secret"] is None  # PagerDuty shows the secret only once
+
+
+async def test_a_failing_hook_does_not_stop_the_others_or_the_event(
+    tmp_path: os.PathLike[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with rig(tmp_path) as r:
+        connection = await r.h.connect()
+        await r.keeper.run_once()
+        seen: list[str] = []
+
+        def broken(notice: object) -> None:
+            raise RuntimeError("host bug")
+
+        async def async_hook(notice: object) -> None:
+            seen.append("async")
+
+        remove_broken = r.h.connector.on_pagerduty_event(broken)
+        r.h.connector.on_pagerduty_event(async_hook)
+        with caplog.at_level("ERROR", logger="pdauth.subscriptions"):
+            await r.incident(connection)
+            await r.wait_notices(1)
+            await r.settle()
+        assert seen == ["async"]
+        assert "PagerDuty event hook failed (RuntimeError)" in caplog.text
+        remove_broken()
+        remove_broken()  # removing twice is harmless
+        await r.keeper.run_once()
+        assert len(r.host.of_type("pagerduty.")) == 1

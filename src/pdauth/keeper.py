@@ -13,9 +13,13 @@ webhook (:mod:`pdauth.webhooks`; at least once, same event id on every attempt, 
 up after three days) or, with no webhook configured, is closed as skipped. Events of one
 connection are handled in order; different connections concurrently. A keeper that dies
 mid-delivery releases its claim by time, so work is repeated, never lost. (3) It purges
-expired pending authorizations. :meth:`Keeper.run_forever` repeats this every
-``PDAUTH_KEEPER_INTERVAL`` seconds (jittered) until stopped; :meth:`Keeper.running` is the
-same as an async context manager for a service's lifespan.
+expired pending authorizations. With ``PDAUTH_PAGERDUTY_EVENTS`` set, each pass also reconciles
+the PagerDuty webhook subscriptions (:meth:`pdauth.subscriptions.PagerDutyEvents.reconcile`:
+active connections without one get one, failures are retried with backoff) before the outbox,
+and a ``subscription.delete_pending`` outbox job (a disconnected connection's subscription) is
+retried against PagerDuty instead of being sent to the webhook. :meth:`Keeper.run_forever`
+repeats this every ``PDAUTH_KEEPER_INTERVAL`` seconds (jittered) until stopped;
+:meth:`Keeper.running` is the same as an async context manager for a service's lifespan.
 """
 
 from __future__ import annotations
