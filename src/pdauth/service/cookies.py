@@ -125,6 +125,8 @@ class BrowserSession:
     owner: str | None = None
     owner_until: float | None = None
     admin_until: float | None = None
+    # The admin session's random id; the database keeps only its SHA-256 (service/admin.py).
+    admin_sid: str | None = field(default=None, repr=False)
     pending_link: ConnectSession | None = None  # a connect-session link opened, not yet used
     flash: str | None = None  # a one-time message for the next page ("connected")
 
@@ -134,7 +136,8 @@ class BrowserSession:
         return None
 
     def is_admin(self, now: float) -> bool:
-        return self.admin_until is not None and now < self.admin_until
+        """The cookie's side of an admin session; the server-side row must be live too."""
+        return self.admin_until is not None and now < self.admin_until and bool(self.admin_sid)
 
     def without_flash(self) -> BrowserSession:
         return replace(self, flash=None)
@@ -157,6 +160,7 @@ class BrowserSession:
             "own": self.owner,
             "own_exp": self.owner_until,
             "adm_exp": self.admin_until,
+            "adm_sid": self.admin_sid,
             "lnk": None
             if self.pending_link is None
             else [
@@ -186,6 +190,7 @@ class BrowserSession:
         if not (now - SESSION_LIFETIME < iat <= now + CLOCK_SKEW):
             return None
         flash = data.get("fl")
+        admin_sid = data.get("adm_sid")
         return cls(
             sid,
             csrf,
@@ -193,6 +198,7 @@ class BrowserSession:
             owner,
             owner_until,
             admin_until,
+            admin_sid if isinstance(admin_sid, str) and admin_sid else None,
             _link(data.get("lnk")),
             flash if flash in FLASHES else None,
         )

@@ -12,6 +12,8 @@ the browser in as (see ``connect_sessions.py``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import inspect
 import logging
 import secrets
@@ -68,6 +70,8 @@ class ServiceOptions:
     owner_session_seconds: float = 3600.0
     callback_path: str = "/callback"
     try_rate_limit: int = 10
+    # An admin session unused this long ends (its absolute lifetime is admin_session_seconds).
+    admin_idle_seconds: float = 1800.0
     # The host application's name on the connect-link page ("this application" without one).
     app_name: str | None = None
 
@@ -157,8 +161,14 @@ class Service:
         self.proxy_http: httpx.AsyncClient | None = None  # the proxy's pool, made on first use
         self._connector_lock = anyio.Lock()
         self.lifespan_ran = False
+        session_key = _session_key(settings)
         self.cookies = CookieJar(
-            _session_key(settings), secure=self.options.https, path=self.options.base_path or "/"
+            session_key, secure=self.options.https, path=self.options.base_path or "/"
+        )
+        # What admin sessions remember of the admin password: an HMAC under the session key,
+        # never the password, so a new password ends every admin session.
+        self.admin_fingerprint = admin_password_fingerprint(
+            session_key, self.options.admin_password
         )
         used: UsedTokens
         used = (
@@ -256,6 +266,14 @@ class Service:
     def absolute_url(self, scope: Scope, name: str, **params: Any) -> str:
         """An absolute URL on the service's public origin (never built from Host headers)."""
         return self.options.origin + self.renderer.path(scope, name, **params)
+
+
+def admin_password_fingerprint(session_key: bytes, password: str | None) -> str | None:
+    """HMAC-SHA256 of the admin password under the session key (hex); None without one."""
+    if password is None:
+        return None
+    message = b"pdauth admin password\0" + password.encode("utf-8")
+    return hmac.new(session_key, message, hashlib.sha256).hexdigest()
 
 
 def _session_key(settings: Settings) -> bytes:
