@@ -40,6 +40,7 @@ or key: they name what went wrong and, where it helps, which variable or scope t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "AuthenticationError",
@@ -233,37 +234,19 @@ class AuthenticationError(PagerDutyAPIError):
 class ScopeError(PagerDutyAPIError):
     """403: the token lacks a scope; ``required_scopes`` when PagerDuty says which."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        code: int | None = None,
-        errors: Sequence[str] = (),
-        method: str | None = None,
-        path: str | None = None,
-        *,
-        required_scopes: Sequence[str] = (),
-    ) -> None:
+    def __init__(self, *args: Any, required_scopes: Sequence[str] = (), **kwargs: Any) -> None:
+        # PagerDutyAPIError's arguments, and this one.
         self.required_scopes = tuple(required_scopes)
-        super().__init__(status, message, code, errors, method, path)
+        super().__init__(*args, **kwargs)
 
 
 class RateLimitedError(PagerDutyAPIError):
     """429, and the call's deadline leaves no room for another wait."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        code: int | None = None,
-        errors: Sequence[str] = (),
-        method: str | None = None,
-        path: str | None = None,
-        *,
-        retry_after: float | None = None,
-    ) -> None:
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
+        # PagerDutyAPIError's arguments, and this one.
         self.retry_after = retry_after
-        super().__init__(status, message, code, errors, method, path)
+        super().__init__(*args, **kwargs)
 
 
 class PaginationLimitError(PagerDutyAPIError):
