@@ -350,54 +350,41 @@ class TokenManager:
         """Refresh under the lease, or wait for whoever holds it (see the module docstring)."""
         # Every line of this refresh names the connection and its owner (never a token).
         with log_context(connection_id=row.id, owner=row.owner):
-            return await self._refresh_in_context(
-                row, current, force=force, rejected=rejected, seen_version=seen_version
-            )
-
-    async def _refresh_in_context(
-        self,
-        row: ConnectionRow,
-        current: Usable | None,
-        *,
-        force: bool,
-        rejected: str | None,
-        seen_version: int | None,
-    ) -> str:
-        cid = row.id
-        give_up_at = self._clock.monotonic() + 2 * self._lease_ttl + self._http_timeout
-        base_version = row.token_version
-        seen = row
-        while True:
-            now = self._clock.now()
-            if not seen.lease_held(now):
-                owner = f"{self._owner_prefix}-{secrets.token_hex(6)}"
-                leased = await self._store.try_acquire_lease(cid, owner, now, self._lease_ttl)
-                if leased is not None:
-                    return await self._refresh_under_lease(
-                        leased, owner, base_version, current, rejected=rejected, force=force
+            cid = row.id
+            give_up_at = self._clock.monotonic() + 2 * self._lease_ttl + self._http_timeout
+            base_version = row.token_version
+            seen = row
+            while True:
+                now = self._clock.now()
+                if not seen.lease_held(now):
+                    owner = f"{self._owner_prefix}-{secrets.token_hex(6)}"
+                    leased = await self._store.try_acquire_lease(cid, owner, now, self._lease_ttl)
+                    if leased is not None:
+                        return await self._refresh_under_lease(
+                            leased, owner, base_version, current, rejected=rejected, force=force
+                        )
+                # Someone else is refreshing. Use the current token while it is still good
+                # (unless PagerDuty already refused it), else wait for their write.
+                if (
+                    current is not None
+                    and not force
+                    and (current.expires_at is None or now < current.expires_at)
+                ):
+                    return current.token
+                if self._clock.monotonic() >= give_up_at:
+                    log.warning("refresh lease held by another worker too long; giving up")
+                    raise LeaseUnavailableError(
+                        f"connection {cid}: another worker held the refresh lease too long"
                     )
-            # Someone else is refreshing. Use the current token while it is still good
-            # (unless PagerDuty already refused it), else wait for their write.
-            if (
-                current is not None
-                and not force
-                and (current.expires_at is None or now < current.expires_at)
-            ):
-                return current.token
-            if self._clock.monotonic() >= give_up_at:
-                log.warning("refresh lease held by another worker too long; giving up")
-                raise LeaseUnavailableError(
-                    f"connection {cid}: another worker held the refresh lease too long"
-                )
-            log.debug("refresh lease held by another worker; waiting for its result")
-            await self._sleep(POLL_MIN + self._rng.random() * (POLL_MAX - POLL_MIN))
-            seen = await self._read_active(cid)
-            if seen.token_version != base_version:
-                moved = self._usable(seen, self._clock.now())
-                if moved is not None and not (rejected is not None and moved.token == rejected):
-                    return self._remember(cid, moved)
-                base_version = seen.token_version
-                current = moved
+                log.debug("refresh lease held by another worker; waiting for its result")
+                await self._sleep(POLL_MIN + self._rng.random() * (POLL_MAX - POLL_MIN))
+                seen = await self._read_active(cid)
+                if seen.token_version != base_version:
+                    moved = self._usable(seen, self._clock.now())
+                    if moved is not None and not (rejected is not None and moved.token == rejected):
+                        return self._remember(cid, moved)
+                    base_version = seen.token_version
+                    current = moved
 
     async def _refresh_under_lease(
         self,
