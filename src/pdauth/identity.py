@@ -196,15 +196,10 @@ class IdentityClient:
             code_verifier=code_verifier,
             auth_method=self._settings.token_auth_method,
         )
-        now = self._clock.now()
-        with token_request_timer("authorization_code", self._clock):
-            raw = await self._post_form(request)
         scopes = self._settings.scopes if required_scopes is None else required_scopes
-        return parse_token_response(
-            raw.status,
-            raw.body,
-            now=now,
-            content_type=raw.content_type,
+        return await self._token_call(
+            "authorization_code",
+            request,
             required_scopes=tuple(scopes),
             requested_scopes=tuple(scopes),
         )
@@ -224,15 +219,8 @@ class IdentityClient:
             refresh_token=refresh_token,
             auth_method=self._settings.token_auth_method,
         )
-        now = self._clock.now()
-        with token_request_timer("refresh_token", self._clock):
-            raw = await self._post_form(request)
-        return parse_token_response(
-            raw.status,
-            raw.body,
-            now=now,
-            content_type=raw.content_type,
-            previous_refresh_token=refresh_token,
+        return await self._token_call(
+            "refresh_token", request, previous_refresh_token=refresh_token
         )
 
     async def client_credentials(self, scopes: tuple[str, ...] | frozenset[str]) -> TokenSet:
@@ -247,17 +235,32 @@ class IdentityClient:
             scopes=tuple(scopes),
             auth_method=self._settings.token_auth_method,
         )
-        now = self._clock.now()
-        with token_request_timer("client_credentials", self._clock):
-            raw = await self._post_form(request)
         required = tuple(s for s in scopes if not s.startswith("as_account-"))
+        return await self._token_call(
+            "client_credentials", request, required_scopes=required, requested_scopes=tuple(scopes)
+        )
+
+    async def _token_call(
+        self,
+        grant: str,
+        request: FormRequest,
+        *,
+        required_scopes: tuple[str, ...] = (),
+        requested_scopes: tuple[str, ...] | None = None,
+        previous_refresh_token: str | None = None,
+    ) -> TokenSet:
+        """Send one token request (timed per ``grant``) and parse the answer with its checks."""
+        now = self._clock.now()
+        with token_request_timer(grant, self._clock):
+            raw = await self._post_form(request)
         return parse_token_response(
             raw.status,
             raw.body,
             now=now,
             content_type=raw.content_type,
-            required_scopes=required,
-            requested_scopes=tuple(scopes),
+            required_scopes=required_scopes,
+            requested_scopes=requested_scopes,
+            previous_refresh_token=previous_refresh_token,
         )
 
     async def revoke(
