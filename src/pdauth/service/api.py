@@ -167,7 +167,10 @@ async def list_connections(request: Request) -> Response:
     rows = await connector.store.list_connections(
         owner=owner, status=status, limit=limit + 1, after_id=after
     )
-    page = [Connection.from_row(r, service.settings.api_base_urls) for r in rows[:limit]]
+    page = [
+        Connection.from_row(r, service.settings.api_base_urls, service.settings.scopes)
+        for r in rows[:limit]
+    ]
     return JSONResponse(
         {
             "connections": [c.to_json() for c in page],

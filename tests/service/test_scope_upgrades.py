@@ -1,0 +1,121 @@
+"""Scope upgrades through the service: PDAUTH_SCOPES grows, connections missing scopes are
+flagged in the pages and the JSON API, and "Grant more access" re-consents the same
+connection — only for the same PagerDuty user (the emulator narrows or widens grants)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from pdauth.config import Settings
+from tests.service.conftest import (
+    API_KEY,
+    AppFactory,
+    BrowserFactory,
+    Started,
+    approve,
+    connect,
+    csrf_of,
+    make_settings,
+)
+
+pytestmark = pytest.mark.anyio
+
+AUTH = {"authorization": f"Bearer {API_KEY}"}
+
+
+async def _grown(
+    app_factory: AppFactory,
+    browser_factory: BrowserFactory,
+    emulator_client: httpx.AsyncClient,
+    settings: Settings,
+) -> tuple[httpx.AsyncClient, str, httpx.AsyncClient]:
+    """alice connects with scope ``read``; the app is then redeployed wanting ``read write``."""
+    assert (await connect(browser_factory("alice"), emulator_client)).status_code == 303
+    grown = app_factory(settings_=make_settings(settings.database_url, scopes="read write"))
+    browser = browser_factory("alice", target=grown)
+    home = await browser.get("/")
+    assert "needs scopes" in home.text
+    connection_id = home.text.split('href="/connections/')[1].split('"')[0]
+    return browser, connection_id, browser_factory(None, target=grown)
+
+
+async def _grant_more(
+    browser: httpx.AsyncClient, connection_id: str
+) -> tuple[httpx.Response, Started]:
+    page = await browser.get(f"/connections/{connection_id}")
+    assert "Grant more access" in page.text
+    assert '<dd id="missing-scopes">write</dd>' in page.text
+    start = await browser.post(
+        "/connect",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "connection_id": connection_id,
+            "return_to": f"/connections/{connection_id}",
+        },
+    )
+    assert start.status_code == 303, start.text
+    location = start.headers["location"]
+    return start, Started(location, dict(parse_qsl(urlsplit(location).query)))
+
+
+async def test_grant_more_access_updates_the_same_connection(
+    app_factory: AppFactory,
+    browser_factory: BrowserFactory,
+    emulator_client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    browser, connection_id, api = await _grown(
+        app_factory, browser_factory, emulator_client, settings
+    )
+    shown = (await api.get(f"/api/v1/connections/{connection_id}", headers=AUTH)).json()
+    assert shown["connection"]["missing_scopes"] == ["write"]
+    _, started = await _grant_more(browser, connection_id)
+    assert set(started.params["scope"].split()) >= {"read", "write"}
+    callback = await browser.get(await approve(emulator_client, started))
+    assert callback.status_code == 303
+    assert callback.headers["location"] == f"/connections/{connection_id}"
+    page = await browser.get(f"/connections/{connection_id}")
+    assert "needs scopes" not in page.text
+    assert "Grant more access" not in page.text
+    listed = (await api.get("/api/v1/connections", params={"owner": "alice"}, headers=AUTH)).json()
+    assert [(c["id"], c["missing_scopes"]) for c in listed["connections"]] == [(connection_id, [])]
+
+
+async def test_grant_more_access_by_another_user_changes_nothing(
+    app_factory: AppFactory,
+    browser_factory: BrowserFactory,
+    emulator_client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    browser, connection_id, api = await _grown(
+        app_factory, browser_factory, emulator_client, settings
+    )
+    before = (await api.get(f"/api/v1/connections/{connection_id}", headers=AUTH)).json()
+    _, started = await _grant_more(browser, connection_id)
+    refused = await browser.get(
+        await approve(emulator_client, started, user="admin@eurocorp.example")
+    )
+    assert refused.status_code == 403
+    assert "This link was meant for the PagerDuty" in refused.text
+    after = (await api.get(f"/api/v1/connections/{connection_id}", headers=AUTH)).json()
+    assert after == before
+    listed = (await api.get("/api/v1/connections", params={"owner": "alice"}, headers=AUTH)).json()
+    assert len(listed["connections"]) == 1
+
+
+async def test_grant_more_access_for_someone_elses_connection_is_not_found(
+    app_factory: AppFactory,
+    browser_factory: BrowserFactory,
+    emulator_client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    _, connection_id, _ = await _grown(app_factory, browser_factory, emulator_client, settings)
+    mallory = browser_factory("mallory")
+    token = csrf_of((await mallory.get("/")).text)
+    response = await mallory.post(
+        "/connect", data={"csrf_token": token, "connection_id": connection_id}
+    )
+    assert response.status_code == 404
