@@ -34,6 +34,7 @@ from pdauth.metrics import (
     observe_outbox,
     observe_pacing_delay,
     observe_rate_limited,
+    observe_redis_outage,
     observe_refresh,
     observe_token_latency,
     refresh_reason,
@@ -262,6 +263,20 @@ def test_rate_limits_count_429s_and_observe_the_delays() -> None:
     assert sample("pdauth_api_pacing_delay_seconds_count", cause="429") == after_429 + 2
     assert sample("pdauth_api_pacing_delay_seconds_sum", cause="429") == total + 2.5
     assert sample("pdauth_api_pacing_delay_seconds_count", cause="pacer") == paced + 1
+
+
+def test_redis_outages_are_counted_and_the_degraded_gauge_follows() -> None:
+    registry = metrics_registry()
+
+    def sample(name: str) -> float:
+        return registry.get_sample_value(name) or 0.0
+
+    outages = sample("pdauth_redis_outages_total")
+    observe_redis_outage(True)
+    assert sample("pdauth_redis_pacing_degraded") == 1
+    observe_redis_outage(False)
+    assert sample("pdauth_redis_pacing_degraded") == 0
+    assert sample("pdauth_redis_outages_total") == outages + 1
 
 
 def test_unknown_label_values_fall_back_to_fixed_ones() -> None:

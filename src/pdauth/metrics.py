@@ -38,7 +38,7 @@ from pdauth.errors import (
 )
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
     from prometheus_client.registry import Collector
 except ImportError:  # the optional extra is missing: recording is a no-op, /metrics says so
@@ -66,6 +66,7 @@ __all__ = [
     "observe_outbox",
     "observe_pacing_delay",
     "observe_rate_limited",
+    "observe_redis_outage",
     "observe_refresh",
     "observe_token_latency",
     "refresh_reason",
@@ -159,8 +160,25 @@ class _ProcessMetrics:
                 self.refreshes.labels(outcome, reason)
         for grant in GRANT_TYPES:
             self.token_latency.labels(grant)
-        for cause in ("429", "pacer"):
-            self.pacing_delay.labels(cause)
+        self.redis_degraded = Gauge(
+            "pdauth_redis_pacing_degraded",
+            "1 while Redis is unreachable and rate-limit pacing is per process, else 0.",
+            registry=r,
+        )
+        self.redis_outages = Counter(
+            "pdauth_redis_outages",
+            "Times Redis became unreachable for shared rate-limit pacing.",
+            registry=r,
+        )
+        # The hot path (one REST call) looks its series up in dicts made here instead of
+        # asking prometheus-client's labels() each time (a few microseconds per request).
+        self.delay_429 = self.pacing_delay.labels("429")
+        self.delay_pacer = self.pacing_delay.labels("pacer")
+        self.api_series = {
+            (method, status_class): self.api_requests.labels(method, status_class)
+            for method in (*METHODS, "OTHER")
+            for status_class in STATUS_CLASSES
+        }
         for outcome in CALLBACK_OUTCOMES:
             self.callbacks.labels(outcome)
         for kind in OUTBOX_KINDS:
@@ -252,7 +270,7 @@ def observe_api(method: str, status: int | None) -> None:
         status_class = _one_of(f"{status // 100}xx", STATUS_CLASSES, "error")
     if _PROCESS is None:
         return
-    _PROCESS.api_requests.labels(_one_of(verb, METHODS, "OTHER"), status_class).inc()
+    _PROCESS.api_series[(_one_of(verb, METHODS, "OTHER"), status_class)].inc()
 
 
 def observe_rate_limited(delay_s: float) -> None:
@@ -260,14 +278,23 @@ def observe_rate_limited(delay_s: float) -> None:
     if _PROCESS is None:
         return
     _PROCESS.rate_limited.inc()
-    _PROCESS.pacing_delay.labels("429").observe(_seconds(delay_s))
+    _PROCESS.delay_429.observe(_seconds(delay_s))
 
 
 def observe_pacing_delay(delay_s: float) -> None:
     """The pacer held a request back ``delay_s`` seconds to stay under the rate limit."""
     if _PROCESS is None:
         return
-    _PROCESS.pacing_delay.labels("pacer").observe(_seconds(delay_s))
+    _PROCESS.delay_pacer.observe(_seconds(delay_s))
+
+
+def observe_redis_outage(down: bool) -> None:
+    """Redis was lost (``down``) or is back, for the pacing shared through it."""
+    if _PROCESS is None:
+        return
+    _PROCESS.redis_degraded.set(1 if down else 0)
+    if down:
+        _PROCESS.redis_outages.inc()
 
 
 def observe_callback(outcome: str) -> None:
