@@ -220,3 +220,17 @@ async def test_a_403_for_missing_scopes_marks_the_connection_once(hr: Harness) -
     assert marked.needs_scopes
     assert set(caught.value.required_scopes) <= marked.missing_scopes | marked.scopes
     assert (await _event_types(hr)).count(NEEDS_SCOPES_EVENT) == 1
+
+
+async def test_a_reconsent_for_a_connection_disconnected_meanwhile_stores_nothing(
+    hr: Harness,
+) -> None:
+    conn_id = await _narrow_connect(hr)
+    start = await hr.connector.begin("user-1", connection_id=conn_id)
+    await hr.connector.disconnect(conn_id)
+    with pytest.raises(ConnectionNotFoundError):
+        await hr.connector.complete(await hr.authorize(start), start.binding)
+    row = await hr.store.get_connection(conn_id)
+    assert row is not None
+    assert row.status == "revoked"
+    assert row.access_token_ct is None

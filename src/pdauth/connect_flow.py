@@ -28,6 +28,7 @@ from pdauth.connection_types import Connection
 from pdauth.errors import (
     BindingMismatchError,
     CallbackError,
+    ConnectionNotFoundError,
     FlowError,
     FlowExpiredError,
     InsufficientScopeError,
@@ -201,9 +202,10 @@ class CompletionFlow:
                 expected_user=pending.expected_user,
             )
         if pending.connection_id is not None:
+            # Disconnected (or removed) since the re-consent began: nothing to update.
             target = await self._store.get_connection(pending.connection_id)
-            if target is None or target.owner != pending.owner:
-                raise StoreError("the connection to update is gone; connect again")
+            if target is None or target.owner != pending.owner or target.status == "revoked":
+                raise ConnectionNotFoundError(f"no connection {pending.connection_id}")
         row = await self.save_user_connection(pending, account, user, tokens, now)
         self._invalidate(row.id)  # a reconnect replaced the tokens
         return account, row

@@ -28,6 +28,7 @@ from pdauth.errors import (
     AuthorizationDeniedError,
     BindingMismatchError,
     CallbackError,
+    ConnectionNotFoundError,
     FlowExpiredError,
     IdTokenError,
     InsufficientScopeError,
@@ -271,6 +272,7 @@ _FAILURE_KINDS: tuple[tuple[type[PdauthError], str], ...] = (
     (IdTokenError, "identity"),
     (TransportError, "unavailable"),
     (StoreError, "storage"),
+    (ConnectionNotFoundError, "connection_gone"),
 )
 
 

@@ -182,6 +182,12 @@ FLOW_FAILURES: dict[str, FlowFailure] = {
         "access just granted was withdrawn.",
         can_retry=False,
     ),
+    "connection_gone": FlowFailure(
+        404,
+        "This connection no longer exists",
+        "The connection was disconnected while PagerDuty asked for more access, so nothing "
+        "was changed. Connect PagerDuty again if you still need it.",
+    ),
     "link_used": FlowFailure(
         400,
         "This connect link cannot be used",
