@@ -1,11 +1,12 @@
-"""Listening sockets and server threads for pdauth's servers (service, demo, emulator); stdlib only.
+"""Listening sockets and server threads for pdauth's servers (service, demo, emulator).
 
 Shared by the service and the emulator so both serve the same way: the caller binds first
 (:func:`bind_socket`; port 0 picks a free port, known before serving), hands the socket to
 uvicorn, and — for a server in the background (tests, the demo's emulator, benchmarks) — runs
-it on a daemon thread started by :func:`start_daemon`, which returns once the server says it
-accepts connections. This module depends on nothing else in pdauth, so the emulator can use it
-and still share no code with the client side it tests.
+it with :class:`BackgroundServer` on a daemon thread (:func:`start_daemon`), which returns once
+the server says it accepts connections. This module depends on nothing else in pdauth (the
+standard library only), so the emulator can use it and still share no code with
+the client side it tests.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["bind_socket", "format_url", "start_daemon"]
+__all__ = ["BackgroundServer", "Server", "bind_socket", "format_url", "start_daemon"]
 
 _POLL = 0.005
 
@@ -58,3 +60,59 @@ def start_daemon(
             return thread, False
         time.sleep(_POLL)
     return thread, True
+
+
+class Server(Protocol):
+    """What :class:`BackgroundServer` needs of a server: ``uvicorn.Server``'s flags and run."""
+
+    started: bool
+    should_exit: bool
+    force_exit: bool
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None: ...
+
+
+class BackgroundServer:
+    """``server`` (a ``uvicorn.Server`` whose config is loaded, so that a bad TLS certificate
+    raised in the caller's thread) serving on ``sock`` in a daemon thread once constructed.
+
+    The socket is closed by :meth:`stop`, also when starting fails. ``what`` names the server
+    in the error when it does not start in ``startup_timeout`` seconds. Stopping waits
+    ``grace`` seconds for the thread; with ``force_after`` it then forces the exit (open
+    connections dropped) and waits that long again.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        sock: socket.socket,
+        *,
+        name: str,
+        what: str,
+        startup_timeout: float,
+        grace: float,
+        force_after: float | None = None,
+    ) -> None:
+        self.sock = sock
+        self._grace = grace
+        self._force_after = force_after
+        self.server = server
+        self.port: int = sock.getsockname()[1]
+        self.thread, ready = start_daemon(
+            lambda: server.run(sockets=[sock]),
+            lambda: server.started,
+            name=name,
+            timeout=startup_timeout,
+        )
+        if not ready:
+            self.stop()
+            raise RuntimeError(f"the {what} did not start")
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit, wait for the thread (bounded), close the socket."""
+        self.server.should_exit = True
+        self.thread.join(timeout=self._grace)
+        if self._force_after is not None and self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout=self._force_after)
+        self.sock.close()

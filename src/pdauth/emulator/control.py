@@ -23,6 +23,7 @@ from pdauth.emulator.control_support import (
     BadRequest,
     control_route,
     fail,
+    find_account,
     flag_field,
     json_body,
     number_field,
@@ -131,7 +132,7 @@ def _app_from_json(state: EmulatorState, data: dict[str, Any]) -> tuple[OAuthApp
     account_id = None
     account_ref = string_field(data, "account")
     if account_ref is not None:
-        account = state.directory.account_by_ref(account_ref)
+        account = find_account(state.directory, account_ref)
         if account is None:
             raise BadRequest("No such account (give its id or subdomain).")
         account_id = account.id

@@ -12,17 +12,21 @@ import functools
 import json
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from pdauth.emulator.data import Account, Directory
 
 __all__ = [
     "MAX_JSON",
     "BadRequest",
     "control_route",
     "fail",
+    "find_account",
     "flag_field",
     "json_body",
     "number_field",
@@ -86,6 +90,11 @@ async def json_body(request: Request, *, optional: bool = False) -> dict[str, An
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object.")
     return data
+
+
+def find_account(directory: Directory, ref: str) -> Account | None:
+    """The account whose id or subdomain is ``ref`` (how the control API names one)."""
+    return directory.accounts.get(ref) or directory.account_by_subdomain(ref)
 
 
 def required_field(data: dict[str, Any], key: str) -> str:

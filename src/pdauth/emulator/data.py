@@ -187,10 +187,6 @@ class Directory:
 
     # -- look-ups ---------------------------------------------------------------------------
 
-    def account_by_ref(self, ref: str) -> Account | None:
-        """The account whose id or subdomain is ``ref`` (how the control API names one)."""
-        return self.accounts.get(ref) or self.account_by_subdomain(ref)
-
     def account_by_subdomain(self, subdomain: str) -> Account | None:
         wanted = subdomain.strip().lower()
         for account in self.accounts.values():

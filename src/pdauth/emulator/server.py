@@ -13,13 +13,11 @@ ResourceWarning or thread leaks remain. Usage::
 from __future__ import annotations
 
 import os
-import socket
-import threading
 
 import uvicorn
 from starlette.applications import Starlette
 
-from pdauth._net import bind_socket, format_url, start_daemon
+from pdauth._net import BackgroundServer, bind_socket, format_url
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.state import EmulatorState
@@ -55,9 +53,7 @@ class EmulatorServer:
         self._certfile = certfile
         self._keyfile = keyfile
         self._startup_timeout = startup_timeout
-        self._sock: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._running: BackgroundServer | None = None
         self.port = 0
 
     @property
@@ -67,7 +63,7 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         """Base URL of the identity service and of the US REST API."""
-        if self._server is None:
+        if self._running is None:
             raise RuntimeError("the emulator server is not running")
         return format_url(self.scheme, self.host, self.port)
 
@@ -84,53 +80,38 @@ class EmulatorServer:
         return self.url + "/eu"
 
     def start(self) -> EmulatorServer:
-        if self._server is not None:
+        if self._running is not None:
             raise RuntimeError("the emulator server is already running")
-        sock = bind_socket(self.host, self._requested_port)
-        try:
-            config = uvicorn.Config(
-                self.app,
-                log_config=None,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                ws="none",
-                ssl_certfile=self._certfile,
-                ssl_keyfile=self._keyfile,
-                # A request parked by an injected "timeout" fault must not hold up stop().
-                timeout_graceful_shutdown=1,
-            )
-            config.load()  # here, so a bad certificate raises in the caller's thread
-            server = uvicorn.Server(config)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        self._server = server
-        self._thread, ready = start_daemon(
-            lambda: server.run(sockets=[sock]),
-            lambda: server.started,
-            name="pdauth-emulator",
-            timeout=self._startup_timeout,
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            ssl_certfile=self._certfile,
+            ssl_keyfile=self._keyfile,
+            # A request parked by an injected "timeout" fault must not hold up stop().
+            timeout_graceful_shutdown=1,
         )
-        if not ready:
-            self.stop()
-            raise RuntimeError("the emulator server did not start")
+        config.load()  # here, so a bad certificate raises in the caller's thread
+        server = uvicorn.Server(config)
+        self._running = BackgroundServer(
+            server,
+            bind_socket(self.host, self._requested_port),
+            name="pdauth-emulator",
+            what="emulator server",
+            startup_timeout=self._startup_timeout,
+            grace=10,
+            force_after=5,
+        )
+        self.port = self._running.port
         return self
 
     def stop(self) -> None:
-        server, thread, sock = self._server, self._thread, self._sock
-        self._server = self._thread = self._sock = None
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=10)
-            if thread.is_alive() and server is not None:
-                server.force_exit = True
-                thread.join(timeout=5)
-        if sock is not None:
-            sock.close()
+        running, self._running = self._running, None
+        if running is not None:
+            running.stop()
 
     def __enter__(self) -> EmulatorServer:
         return self.start()

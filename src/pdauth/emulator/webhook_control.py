@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute
 from pdauth.emulator.control_support import (
     BadRequest,
     control_route,
+    find_account,
     flag_field,
     json_body,
     string_field,
@@ -49,7 +50,7 @@ class WebhookControl:
 
     def _account(self, data: dict[str, Any]) -> Account:
         ref = string_field(data, "account") or ""
-        account = self.state.directory.account_by_ref(ref)
+        account = find_account(self.state.directory, ref)
         if account is None:
             raise BadRequest("account must be an account id or subdomain.")
         return account
