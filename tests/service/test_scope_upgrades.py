@@ -12,6 +12,7 @@ import pytest
 from pdauth.config import Settings
 from tests.service.conftest import (
     API_KEY,
+    SERVICE_BASE,
     AppFactory,
     BrowserFactory,
     Started,
@@ -43,11 +44,11 @@ async def _grown(
 
 
 async def _grant_more(
-    browser: httpx.AsyncClient, connection_id: str
+    browser: httpx.AsyncClient, connection_id: str, missing: str = "write"
 ) -> tuple[httpx.Response, Started]:
     page = await browser.get(f"/connections/{connection_id}")
     assert "Grant more access" in page.text
-    assert '<dd id="missing-scopes">write</dd>' in page.text
+    assert f'<dd id="missing-scopes">{missing}</dd>' in page.text
     start = await browser.post(
         "/connect",
         data={
@@ -119,3 +120,59 @@ async def test_grant_more_access_for_someone_elses_connection_is_not_found(
         "/connect", data={"csrf_token": token, "connection_id": connection_id}
     )
     assert response.status_code == 404
+
+
+async def test_a_403_for_missing_scopes_on_the_try_panel_offers_more_access(
+    app_factory: AppFactory,
+    browser_factory: BrowserFactory,
+    emulator_client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    # A Scoped app that may read users and incidents, configured to ask for users only:
+    # the panel's GET /incidents gets PagerDuty's 403 "Token missing required scopes".
+    registered = await emulator_client.post(
+        "/_emulator/apps",
+        json={
+            "client_id": "scoped-app",
+            "client_secret": "scoped-app-secret",
+            "kind": "scoped",
+            "account": "acme",
+            "redirect_uris": [SERVICE_BASE + "/callback"],
+            "scopes": ["users.read", "incidents.read"],
+        },
+    )
+    assert registered.status_code in (200, 201), registered.text
+    narrow = app_factory(
+        settings_=make_settings(
+            settings.database_url,
+            client_id="scoped-app",
+            client_secret="scoped-app-secret",
+            app_kind="scoped",
+            scopes="users.read",
+        )
+    )
+    browser = browser_factory("alice", target=narrow)
+    assert (await connect(browser, emulator_client)).status_code == 303
+    home = await browser.get("/")
+    assert "needs scopes" not in home.text  # negative control: it has what the app asks for
+    connection_id = home.text.split('href="/connections/')[1].split('"')[0]
+    for _ in range(2):
+        tried = await browser.get(f"/connections/{connection_id}", params={"try": "1"})
+        assert "lacks the PagerDuty permission" in tried.text
+        assert "needs scopes" in tried.text
+        assert "Grant more access" in tried.text
+        assert '<dd id="missing-scopes">incidents.read</dd>' in tried.text
+    api = browser_factory(None, target=narrow)
+    events = (await api.get("/api/v1/events", headers=AUTH)).json()["events"]
+    needs = [e for e in events if e["type"] == "connection.needs_scopes"]
+    assert len(needs) == 1  # once, however often PagerDuty says it
+    assert needs[0]["connection_id"] == connection_id
+    shown = (await api.get(f"/api/v1/connections/{connection_id}", headers=AUTH)).json()
+    assert shown["connection"]["missing_scopes"] == ["incidents.read"]
+    # Granting it clears the flag, on the same connection.
+    _, started = await _grant_more(browser, connection_id, "incidents.read")
+    assert set(started.params["scope"].split()) == {"users.read", "incidents.read"}
+    assert (await browser.get(await approve(emulator_client, started))).status_code == 303
+    tried = await browser.get(f"/connections/{connection_id}", params={"try": "1"})
+    assert "lacks the PagerDuty permission" not in tried.text
+    assert "needs scopes" not in tried.text

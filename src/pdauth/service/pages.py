@@ -64,8 +64,8 @@ async def connection_page(request: Request) -> Response:
         if wait:
             return too_many(request, wait)
         context.update(await _try_it(page, connection))
-        if context.get("dead"):
-            # Found dead on use: show the status PagerDuty's answer left, not the one before.
+        if context.get("dead") or context.get("needs_scopes"):
+            # Found dead (or short of scopes) on use: show what PagerDuty's answer left.
             connection = await owned_connection(page)
     view = connection_view(connection)
     context.update({"title": view["subdomain"] or "Connection", "c": view})
@@ -118,7 +118,13 @@ async def _try_it(page: Page, connection: Connection) -> dict[str, Any]:
             )
     except PdauthError as exc:
         dead = isinstance(exc, NeedsReauthError)
-        return {"tried": True, "try_error": _try_error(exc), "dead": dead}
+        needs_scopes = isinstance(exc, ScopeError)
+        return {
+            "tried": True,
+            "try_error": _try_error(exc),
+            "dead": dead,
+            "needs_scopes": needs_scopes,
+        }
     return {
         "tried": True,
         "try_error": None,
@@ -146,7 +152,10 @@ def _try_error(exc: PdauthError) -> str:
     if isinstance(exc, NeedsReauthError):
         return "PagerDuty no longer accepts this connection. Reconnect to restore it."
     if isinstance(exc, ScopeError):
-        return "This connection lacks the PagerDuty permission for that call."
+        return (
+            "This connection lacks the PagerDuty permission for that call. Grant more access "
+            "to add it."
+        )
     if isinstance(exc, TransportError):
         return "PagerDuty could not be reached. Try again in a moment."
     if isinstance(exc, PagerDutyAPIError):
