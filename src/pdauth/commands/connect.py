@@ -27,13 +27,12 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
-from pdauth.commands._common import Subcommands, number_flag, port
+from pdauth.commands._common import Subcommands, add_command, number_flag, port
 from pdauth.commands._loopback_page import Tone, loopback_response
 from pdauth.commands._output import (
     EXIT_FAILURE,
     EXIT_OK,
     clean,
-    epilog,
     print_fields,
     print_json,
     report_error,
@@ -122,19 +121,17 @@ _timeout = number_flag(
 
 def add_connect_command(sub: Subcommands) -> None:
     """Register ``pdauth connect``."""
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "connect",
-        help="connect a PagerDuty account from the command line (browser + loopback redirect)",
+        "connect a PagerDuty account from the command line (browser + loopback redirect)",
+        "PDAUTH_REDIRECT_URI must be a loopback http URI registered for the app, such as "
+        "http://127.0.0.1:8765/callback; the command listens on that address and port. "
+        "Exit code 1 when PagerDuty access is denied, the flow fails, or no answer "
+        "arrives before --timeout.",
         description="Connect a PagerDuty account for OWNER: open PagerDuty's consent page in a "
         "browser and receive the answer on a one-shot listener at the loopback "
         "PDAUTH_REDIRECT_URI (RFC 8252 §7.3), then store the connection.",
-        epilog=epilog(
-            "PDAUTH_REDIRECT_URI must be a loopback http URI registered for the app, such as "
-            "http://127.0.0.1:8765/callback; the command listens on that address and port. "
-            "Exit code 1 when PagerDuty access is denied, the flow fails, or no answer "
-            "arrives before --timeout."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--owner", required=True, type=_owner, help="your application's user or tenant id"
