@@ -233,6 +233,81 @@ LAYERS: tuple[Layer, ...] = (
 )
 
 
+# The drawing of docs/ARCHITECTURE.md, bottom (0) to top: a module may import its own layer and
+# the ones below. The emulator stands beside the stack (its own rule above).
+DRAWING: tuple[tuple[str, ...], ...] = (
+    ("pdauth.errors", "pdauth.clock", "pdauth._net", "pdauth._portal"),
+    (
+        "pdauth.oauth",
+        "pdauth.crypto",
+        "pdauth.config",
+        "pdauth._config_rules",
+        "pdauth.returnto",
+        "pdauth.owners",
+        "pdauth.logs",
+        "pdauth.metrics",
+    ),
+    (
+        "pdauth.identity",
+        "pdauth.client",
+        "pdauth.store",
+        "pdauth.webhooks",
+        "pdauth.pagerduty_webhooks",
+        "pdauth.sealing",
+    ),
+    ("pdauth.tokens", "pdauth.token_policy"),
+    (
+        "pdauth.connections",
+        "pdauth.connect_flow",
+        "pdauth.grants",
+        "pdauth.connection_types",
+        "pdauth.scope_upgrades",
+        "pdauth.subscriptions",
+        "pdauth.sync_connector",
+        "pdauth.keeper",
+        "pdauth.rotation",
+    ),
+    ("pdauth.service",),
+    ("pdauth.cli", "pdauth.__main__", "pdauth.commands", "pdauth.integrations"),
+)
+BESIDE = ("pdauth.emulator",)
+# The one arrow against the drawing, named in docs/ARCHITECTURE.md: settings apply the store's
+# database-URL rule at start-up.
+CROSSING = frozenset({("pdauth.config", "pdauth.store.engine")})
+
+
+def layer_of(module: str, drawing: tuple[tuple[str, ...], ...] = DRAWING) -> int | None:
+    """The layer a module is drawn in (the package ``pdauth`` itself is the top), or None."""
+    if module == "pdauth":
+        return len(drawing) - 1
+    for index, members in enumerate(drawing):
+        if any(within(module, m) for m in members):
+            return index
+    return None
+
+
+def drawing_violations(
+    modules: Iterable[str],
+    edges: Iterable[Edge],
+    drawing: tuple[tuple[str, ...], ...] = DRAWING,
+    crossing: frozenset[tuple[str, str]] = CROSSING,
+) -> list[str]:
+    found = [
+        f"{m} is in no layer of docs/ARCHITECTURE.md: place it in DRAWING (and the drawing)"
+        for m in sorted(modules)
+        if layer_of(m, drawing) is None and not any(within(m, b) for b in BESIDE)
+    ]
+    for edge in edges:
+        low, high = layer_of(edge.source, drawing), layer_of(edge.target, drawing)
+        if low is None or high is None or high <= low:
+            continue
+        if (edge.source, edge.target) not in crossing:
+            found.append(
+                f"{edge.source}:{edge.line} (layer {low}) imports {edge.target} (layer {high})"
+            )
+    return sorted(found)
+
+
 def layer_violations(edges: Iterable[Edge], layers: Iterable[Layer] = LAYERS) -> list[str]:
     return sorted(
         f"{layer.name}: {edge.source}:{edge.line} imports {edge.target}"
@@ -283,6 +358,11 @@ def test_no_import_cycles() -> None:
 def test_layers_point_one_way() -> None:
     found = layer_violations(EDGES)
     assert not found, _report("imports against the layering of docs/ARCHITECTURE.md", found)
+
+
+def test_the_layer_drawing_holds() -> None:
+    found = drawing_violations(MODULES, EDGES)
+    assert not found, _report("imports that point up the drawing of docs/ARCHITECTURE.md", found)
 
 
 def test_neutral_helpers_use_only_the_standard_library() -> None:
@@ -401,6 +481,26 @@ def test_allowed_imports_pass_the_layer_rules(tmp_path: Path) -> None:
         },
     )
     assert layer_violations(import_edges(modules)) == []
+
+
+def test_the_drawing_catches_an_upward_import_and_an_unplaced_module() -> None:
+    drawing = (("pdauth.errors",), ("pdauth.store",), ("pdauth.service",))
+    edges = [
+        Edge("pdauth.store.pending", "pdauth.errors", 1, runtime=True),  # down: fine
+        Edge("pdauth.store.pending", "pdauth.service.views", 2, runtime=False),  # up, type-only
+        Edge("pdauth.errors", "pdauth.store", 3, runtime=True),  # up, but the named crossing
+    ]
+    modules = ["pdauth.errors", "pdauth.store.pending", "pdauth.service.views", "pdauth.newcomer"]
+    found = drawing_violations(
+        modules, edges, drawing, frozenset({("pdauth.errors", "pdauth.store")})
+    )
+    assert found == [
+        "pdauth.newcomer is in no layer of docs/ARCHITECTURE.md: "
+        "place it in DRAWING (and the drawing)",
+        "pdauth.store.pending:2 (layer 1) imports pdauth.service.views (layer 2)",
+    ]
+    assert layer_of("pdauth", drawing) == 2
+    assert drawing_violations(modules[:3], edges[:1], drawing) == []
 
 
 def test_size_rules_catch_long_code() -> None:
