@@ -10,7 +10,10 @@ owners) of one PagerDuty account are subscribed by the keeper, so every incident
 once per connection: ``N`` incidents make ``C x N`` deliveries.
 
 1. **Latency**: time from ``POST /_emulator/incidents`` to the Python hook
-   (``Connector.on_pagerduty_event``), per delivery: median, p99, max.
+   (``Connector.on_pagerduty_event``), per delivery: median, p99, max. In a burst (the
+   default) this measures the backlog: PagerDuty delivers each subscription's webhooks in
+   order, so the last of ``N`` waits for the ``N - 1`` before it; ``--spread S`` creates the
+   incidents over ``S`` seconds instead (below capacity: the per-delivery latency).
 2. **Restarts**: the same, while the receiver is "restarted" every few hundred milliseconds
    (a new service app and Connector on the same database; unreachable — 503 — in between) and
    some answers are lost after recording. Counted: deliveries lost (an incident x connection
@@ -182,11 +185,11 @@ async def _setup(db_url: str, connections: int) -> tuple[Bench, Connector, Gate]
     return bench, connector, gate
 
 
-async def _latency(connections: int, incidents: int) -> dict[str, Any]:
+async def _latency(connections: int, incidents: int, spread: float) -> dict[str, Any]:
     with sqlite_database() as db_url:
         bench, _, _ = await _setup(db_url, connections)
         t0 = time.perf_counter()
-        await bench.incidents(incidents)
+        await bench.incidents(incidents, spread=spread)
         await bench.drain(connections * incidents, within=600)
         elapsed = time.perf_counter() - t0
         lat = bench.latencies()
@@ -195,6 +198,7 @@ async def _latency(connections: int, incidents: int) -> dict[str, Any]:
     return {
         "connections": connections,
         "incidents": incidents,
+        "spread_s": spread,
         "deliveries": got,
         "expected": connections * incidents,
         "median_ms": percentile(lat, 0.5),
@@ -316,9 +320,10 @@ async def _close(bench: Bench) -> None:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     c, n = (10, 20) if args.quick else (args.connections, args.incidents)
-    latency = await _latency(c, n)
+    latency = await _latency(c, n, args.spread)
+    how = f"over {args.spread:g} s" if args.spread else "in a burst"
     print_table(
-        f"incident -> host hook ({c} connections x {n} incidents, in-process)",
+        f"incident -> host hook ({c} connections x {n} incidents {how}, in-process)",
         ("deliveries", "median ms", "p99 ms", "max ms", "deliveries/s"),
         [
             (
@@ -366,6 +371,9 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="a smoke run (small sizes)")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--incidents", type=int, default=1000)
+    parser.add_argument(
+        "--spread", type=float, default=0.0, help="create the incidents over this many seconds"
+    )
     ns = parser.parse_args()
     os.environ.setdefault("PDAUTH_LOG_LEVEL", "WARNING")
     report = anyio.run(main, ns)
