@@ -195,3 +195,26 @@ async def test_a_body_of_200_kb_is_accepted(tmp_path: os.PathLike[str]) -> None:
         headers = {"X-PagerDuty-Signature": sign([secret], body), "X-Webhook-Id": "wh-large"}
         response = await post(r, sub["url"], body, headers)
         assert response.status_code == 202
+
+
+async def test_the_json_api_events_feed_carries_pagerduty_events(
+    tmp_path: os.PathLike[str],
+) -> None:
+    api_key = "test-api-key-0123456789abcdef"
+    async with rig(tmp_path, api_keys=api_key) as r:
+        connection, _ = await subscribed(r)
+        await r.incident(connection, title="Feed me")
+        await r.wait_notices(1)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=r.app), base_url=BASE
+        ) as client:
+            response = await client.get(
+                "/api/v1/events",
+                params={"type": "pagerduty.incident.triggered"},
+                headers={"Authorization": f"Bearer {api_key}"},
+            )
+        assert response.status_code == 200, response.text
+        listed = response.json()["events"]
+        assert len(listed) == 1
+        assert listed[0]["connection_id"] == connection.id
+        assert listed[0]["data"]["resource"]["title"] == "Feed me"
