@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from pdauth.connection_types import iso_time
+
 __all__ = [
     "EXIT_CODES",
     "EXIT_FAILURE",
@@ -65,13 +67,6 @@ def clean(value: object) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-
-
-def iso_time(timestamp: float | None) -> str | None:
-    """A Unix time as RFC 3339 UTC (``2027-01-15T08:00:00Z``); None stays None."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def format_time(timestamp: float | None) -> str:
