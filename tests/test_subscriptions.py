@@ -301,3 +301,34 @@ async def test_a_failing_hook_does_not_stop_the_others_or_the_event(
         remove_broken()  # removing twice is harmless
         await r.keeper.run_once()
         assert len(r.host.of_type("pagerduty.")) == 1
+
+
+async def test_reconnecting_after_a_disconnect_subscribes_anew_under_a_new_url(
+    tmp_path: os.PathLike[str],
+) -> None:
+    async with rig(tmp_path) as r:
+        connection = await r.h.connect()
+        await r.keeper.run_once()
+        old = (await r.subscriptions())[0]
+        refuse = True
+
+        async def refuse_delete(request: httpx.Request) -> httpx.Response | None:
+            if refuse and request.method == "DELETE":
+                return httpx.Response(403, json={"error": {"message": "Forbidden", "code": 2010}})
+            return None
+
+        r.h.transport.intercept = refuse_delete
+        await r.h.connector.disconnect(connection.id)  # the deletion is queued
+        again = await r.h.connect()
+        assert again.id == connection.id
+        await r.h.connector.ensure_subscription(connection.id)
+        refuse = False
+        await r.keeper.run_once()  # the queued job deletes the old one, not the new one
+        subs = await r.subscriptions()
+        assert len(subs) == 1
+        assert subs[0]["id"] != old["id"]
+        assert subs[0]["url"] != old["url"]
+        status = await events_of(r.h.connector).status(connection.id)
+        assert (status.state, status.pd_subscription_id) == ("active", subs[0]["id"])
+        await r.incident(connection)
+        await r.wait_notices(1)

@@ -469,10 +469,13 @@ class PagerDutyEvents:
                 )
         except PdauthError as exc:
             return "retry", _error_text(exc)
-        await self.store.update_subscription(
-            cid, state="deleted", pd_subscription_id=None, secret_ct=None,
-            updated_at=self._clock.now(),
-        )  # fmt: skip
+        current = await self.store.get_subscription(cid)
+        if current is not None and current.pd_subscription_id in (pd_id, None):
+            # Not when a reconnect has made a new subscription meanwhile.
+            await self.store.update_subscription(
+                cid, state="deleted", pd_subscription_id=None, secret_ct=None,
+                updated_at=self._clock.now(),
+            )  # fmt: skip
         return "delivered", None
 
     # -- receive -----------------------------------------------------------------------------
