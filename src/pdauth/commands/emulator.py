@@ -26,6 +26,7 @@ from pdauth.commands._common import (
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.control import DEMO_CLIENT_ID
+from pdauth.emulator.server import uvicorn_config
 
 __all__ = ["add_emulator_command", "config_from_args", "run_emulator"]
 
@@ -164,16 +165,7 @@ def run_emulator(args: argparse.Namespace) -> int:
     try:
         scheme = "https" if args.certfile else "http"
         listening = format_url(scheme, args.host, sock.getsockname()[1])
-        uconfig = uvicorn.Config(
-            app,
-            log_level="info",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            ssl_certfile=args.certfile,
-            ssl_keyfile=args.keyfile,
-            timeout_graceful_shutdown=2,
-        )
+        uconfig = uvicorn_config(app, certfile=args.certfile, keyfile=args.keyfile, foreground=True)
         try:
             uconfig.load()
         except (OSError, ValueError) as exc:

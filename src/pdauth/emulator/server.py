@@ -16,13 +16,41 @@ import os
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.config import LOGGING_CONFIG
 
 from pdauth._net import BackgroundServer, bind_socket, format_url
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.state import EmulatorState
 
-__all__ = ["EmulatorServer", "bind_socket", "format_url"]
+__all__ = ["EmulatorServer", "bind_socket", "format_url", "uvicorn_config"]
+
+Path = str | os.PathLike[str]
+
+
+def uvicorn_config(
+    app: Starlette,
+    *,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    foreground: bool = False,
+) -> uvicorn.Config:
+    """How the emulator is served: no lifespan, no websockets, no access log, TLS when
+    ``certfile`` is given. In the foreground (``pdauth emulator``) uvicorn logs its own lines at
+    info and gives requests 2 s to finish on stop; in the background (tests, the demo) it keeps
+    quiet and gives them 1 s, so a request parked by an injected "timeout" fault does not hold
+    up ``stop()``."""
+    return uvicorn.Config(
+        app,
+        log_config=LOGGING_CONFIG if foreground else None,
+        log_level="info" if foreground else "warning",
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        timeout_graceful_shutdown=2 if foreground else 1,
+    )
 
 
 class EmulatorServer:
@@ -82,18 +110,7 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         if self._running is not None:
             raise RuntimeError("the emulator server is already running")
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            ssl_certfile=self._certfile,
-            ssl_keyfile=self._keyfile,
-            # A request parked by an injected "timeout" fault must not hold up stop().
-            timeout_graceful_shutdown=1,
-        )
+        config = uvicorn_config(self.app, certfile=self._certfile, keyfile=self._keyfile)
         config.load()  # here, so a bad certificate raises in the caller's thread
         server = uvicorn.Server(config)
         self._running = BackgroundServer(
