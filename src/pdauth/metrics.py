@@ -170,6 +170,14 @@ class _ProcessMetrics:
             "Times Redis became unreachable for shared rate-limit pacing.",
             registry=r,
         )
+        self._make_hot_series()
+        for outcome in CALLBACK_OUTCOMES:
+            self.callbacks.labels(outcome)
+        for kind in OUTBOX_KINDS:
+            for outcome in OUTBOX_OUTCOMES:
+                self.outbox.labels(kind, outcome)
+
+    def _make_hot_series(self) -> None:
         # The hot path (one REST call) looks its series up in dicts made here instead of
         # asking prometheus-client's labels() each time (a few microseconds per request).
         self.delay_429 = self.pacing_delay.labels("429")
@@ -179,11 +187,6 @@ class _ProcessMetrics:
             for method in (*METHODS, "OTHER")
             for status_class in STATUS_CLASSES
         }
-        for outcome in CALLBACK_OUTCOMES:
-            self.callbacks.labels(outcome)
-        for kind in OUTBOX_KINDS:
-            for outcome in OUTBOX_OUTCOMES:
-                self.outbox.labels(kind, outcome)
 
 
 _PROCESS: Final = _ProcessMetrics() if AVAILABLE else None
