@@ -40,15 +40,16 @@ from pdauth.emulator.rest_support import (
     access_denied,
     body_details,
     classic_page,
+    date_range,
     enum_list,
     incident_sort,
     invalid,
     json_response,
     not_found,
     parse_int,
-    parse_time,
     read_json,
     seconds,
+    time_param,
 )
 from pdauth.emulator.rest_views import Links, links_for
 
@@ -177,22 +178,19 @@ class Operations:
 
     def _incident_window(self, params: QueryParams) -> tuple[float, float]:
         now = self.state.clock.now()
-        raw_since, raw_until = params.get("since"), params.get("until")
-        until = parse_time("until", raw_until) if raw_until is not None else None
-        since = parse_time("since", raw_since) if raw_since is not None else None
+        until = time_param(params, "until")
+        since = time_param(params, "since")
         if until is None:
             default = seconds(INCIDENT_DEFAULT_RANGE)
             until = now if since is None or since <= now else since + default
         if since is None:
             since = until - seconds(INCIDENT_DEFAULT_RANGE)
-        if since > until or until - since > seconds(INCIDENT_MAX_RANGE):
-            raise ApiError(
-                400,
-                "Invalid Query Date Range",
-                2005,
-                ["since must not be after until, and the range may not exceed 6 months."],
-            )
-        return since, until
+        return date_range(
+            since,
+            until,
+            INCIDENT_MAX_RANGE,
+            "since must not be after until, and the range may not exceed 6 months.",
+        )
 
     async def create_incident(self, request: Request, principal: Principal) -> Response:
         principal.require("incidents.write", write=True)
@@ -360,22 +358,15 @@ class Operations:
         )
 
     def _audit_window(self, params: QueryParams) -> tuple[float, float]:
-        now = self.state.clock.now()
-        raw_since, raw_until = params.get("since"), params.get("until")
-        until = parse_time("until", raw_until) if raw_until is not None else now
-        since = (
-            parse_time("since", raw_since)
-            if raw_since is not None
-            else until - seconds(AUDIT_DEFAULT_RANGE)
+        until = time_param(params, "until")
+        if until is None:
+            until = self.state.clock.now()
+        since = time_param(params, "since")
+        if since is None:
+            since = until - seconds(AUDIT_DEFAULT_RANGE)
+        return date_range(
+            since, until, AUDIT_MAX_RANGE, "until must be after since and at most 31 days later."
         )
-        if since > until or until - since > seconds(AUDIT_MAX_RANGE):
-            raise ApiError(
-                400,
-                "Invalid Query Date Range",
-                2005,
-                ["until must be after since and at most 31 days later."],
-            )
-        return since, until
 
     # Cursors are opaque to clients: base64url(JSON) + HMAC, so a tampered or foreign cursor is a
     # clean 400. They carry the resolved time window, so the default "last 24 h" does not drift

@@ -155,6 +155,20 @@ def iso(ts: float, *, millis: bool = False) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def time_param(params: QueryParams, name: str) -> float | None:
+    """The time in query parameter ``name``, or None when it is absent."""
+    raw = params.get(name)
+    return None if raw is None else parse_time(name, raw)
+
+
+def date_range(since: float, until: float, longest: timedelta, rule: str) -> tuple[float, float]:
+    """``(since, until)`` when ``since`` is not after ``until`` and the range is at most
+    ``longest``; else PagerDuty's 2005 "Invalid Query Date Range", explained by ``rule``."""
+    if since > until or until - since > seconds(longest):
+        raise ApiError(400, "Invalid Query Date Range", 2005, [rule])
+    return since, until
+
+
 def parse_time(name: str, raw: str) -> float:
     text = raw.strip()
     if not text or len(text) > 64:
