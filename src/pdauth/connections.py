@@ -48,7 +48,7 @@ from pdauth.errors import (
 from pdauth.grants import Account, new_connection, revoke_remote
 from pdauth.identity import IdentityClient
 from pdauth.logs import log_context
-from pdauth.metrics import observe_callback_outcome, refreshing_because
+from pdauth.metrics import observe_callback_outcome, observe_redis_outage, refreshing_because
 from pdauth.oauth import (
     CallbackQuery,
     app_token_scope,
@@ -100,7 +100,11 @@ def shared_pacer(settings: Settings) -> Pacer | None:
     """
     if settings.redis_url is None:
         return None
-    return RedisPacer(settings.redis_url, prefix=f"{settings.redis_prefix}pace:")
+    return RedisPacer(
+        settings.redis_url,
+        prefix=f"{settings.redis_prefix}pace:",
+        on_outage=observe_redis_outage,  # degraded gauge and outage count in /metrics
+    )
 
 
 #: Associated-data rules, kept under their historical names (see pdauth.sealing).
