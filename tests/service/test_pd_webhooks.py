@@ -182,11 +182,6 @@ async def test_each_event_is_tied_to_its_own_connection_and_owner(
         }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the service's 64 KB request-body limit (service/security.py) answers 413 before "
-    "the receiver, which accepts up to 256 KB; the receiver path needs its own limit there",
-)
 async def test_a_body_of_200_kb_is_accepted(tmp_path: os.PathLike[str]) -> None:
     async with rig(tmp_path) as r:
         _, sub = await subscribed(r)

@@ -33,6 +33,7 @@ from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
 from pdauth.connections import Connection, Connector
 from pdauth.errors import ConfigurationError
+from pdauth.pagerduty_webhooks import MAX_BODY as PAGERDUTY_MAX_BODY
 from pdauth.service.apikeys import ApiKeyVerifier
 from pdauth.service.connect_sessions import (
     ConnectSessions,
@@ -46,6 +47,7 @@ from pdauth.service.ratelimit import TrustedProxies, client_address
 from pdauth.service.security import SecurityPolicy
 from pdauth.service.shared_limits import build_limiter
 from pdauth.service.views import Renderer
+from pdauth.subscriptions import RECEIVER_PATH
 
 __all__ = ["MAX_BODY", "OwnerResolver", "Service", "ServiceOptions", "service_of"]
 
@@ -202,6 +204,8 @@ class Service:
             https=self.options.https,
             form_action_origins=(_origin(settings.authorize_endpoint),),
             max_body_size=MAX_BODY,
+            large_body_prefixes=(RECEIVER_PATH,),  # PagerDuty's deliveries: up to 256 KB
+            large_body_size=PAGERDUTY_MAX_BODY,
         )
 
     # -- the Connector ----------------------------------------------------------------

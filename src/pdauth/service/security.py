@@ -44,6 +44,19 @@ class SecurityPolicy:
     max_query_length: int = 4096
     max_body_size: int = 64 * 1024
     hsts_max_age: int = 31_536_000
+    #: Routes whose bodies may be larger (path prefixes within the app, e.g. PagerDuty's
+    #: webhook deliveries, up to 256 KB) and their limit.
+    large_body_prefixes: tuple[str, ...] = ()
+    large_body_size: int = 256 * 1024
+
+    def body_limit(self, scope: Scope) -> int:
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if any(path.startswith(prefix) for prefix in self.large_body_prefixes):
+            return self.large_body_size
+        return self.max_body_size
 
     def headers(self) -> list[tuple[str, str]]:
         form_action = " ".join(("'self'", *self.form_action_origins))
@@ -111,7 +124,7 @@ class SecurityMiddleware:
         ):
             await self.render_error(scope, 414)(scope, receive, send_with_headers)
             return
-        limit = self.policy.max_body_size
+        limit = self.policy.body_limit(scope)
         declared = Headers(scope=scope).get("content-length", "0")
         if not declared.isdigit() or int(declared) > limit:
             status = 413 if declared.isdigit() else 400
