@@ -19,12 +19,13 @@ import warnings
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Protocol, TypeVar
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
-__all__ = ["CLOSE_TIMEOUT", "DaemonPortal"]
+__all__ = ["CLOSE_TIMEOUT", "BlockingTwin", "DaemonPortal"]
 
 #: How long closing waits for the async object to close and for the loop's thread to end.
 CLOSE_TIMEOUT = 5.0
@@ -108,6 +109,33 @@ class DaemonPortal:
             self._portal = portal
             self._ready.set()
             await portal.sleep_until_stopped()
+
+
+class BlockingTwin:
+    """Base of a blocking twin whose ``_loop`` runs its async object: a context manager, and
+    :meth:`close` closes that object and stops the loop, once."""
+
+    _loop: DaemonPortal
+    _closed: bool
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the async object underneath and stop the background event loop."""
+        if self._closed:
+            return
+        self._loop.check_caller()
+        self._closed = True
+        self._loop.close()
 
 
 def _shutdown(loop: DaemonPortal, aclose: Callable[[], Awaitable[None]]) -> None:

@@ -15,12 +15,11 @@ closed. Safe to call from several threads (a web server's worker threads).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from anyio.from_thread import BlockingPortal
 
-from pdauth._portal import DaemonPortal
+from pdauth._portal import BlockingTwin, DaemonPortal
 from pdauth.client import PagerDutyClient, SyncPagerDutyClient
 from pdauth.config import Settings
 from pdauth.connections import AuthorizationStart, Connection, Connector
@@ -49,10 +48,11 @@ class _PortalClient(SyncPagerDutyClient):
         self._portal.call(self._client.aclose)
 
 
-class SyncConnector:
+class SyncConnector(BlockingTwin):
     """Blocking twin of :class:`~pdauth.connections.Connector`: same constructor, same methods.
 
-    Use it as a context manager or call :meth:`close` (it owns a thread). Keyword arguments
+    Use it as a context manager or call :meth:`close` (it owns a thread; closing closes the
+    Connector, its store and HTTP pool). Keyword arguments
     go to :class:`Connector` unchanged (``migrate=``, ``transport=``, ``store=``, ``clock=``,
     …); the database schema is checked (or, with ``migrate=True``, migrated) at construction.
     """
@@ -66,25 +66,6 @@ class SyncConnector:
     def from_env(cls, env: dict[str, str] | None = None, **kwargs: Any) -> Self:
         """A SyncConnector configured from ``PDAUTH_*`` variables (see :class:`Settings`)."""
         return cls(Settings.from_env(env), **kwargs)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the Connector (its store and HTTP pool) and stop the background loop."""
-        if self._closed:
-            return
-        self._loop.check_caller()
-        self._closed = True
-        self._loop.close()
 
     def __repr__(self) -> str:
         return f"SyncConnector(closed={self._closed})"
