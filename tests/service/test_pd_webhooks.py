@@ -17,6 +17,7 @@ import pytest
 from pdauth.connections import Connection
 from pdauth.emulator import EmulatorConfig
 from pdauth.pagerduty_webhooks import MAX_BODY, sign
+from pdauth.service import create_app
 from tests.subscriptions_kit import Rig, rig
 
 pytestmark = pytest.mark.anyio
@@ -213,3 +214,47 @@ async def test_the_json_api_events_feed_carries_pagerduty_events(
         assert len(listed) == 1
         assert listed[0]["connection_id"] == connection.id
         assert listed[0]["data"]["resource"]["title"] == "Feed me"
+
+
+async def test_the_connection_page_shows_the_subscription_and_incidents_as_they_arrive(
+    tmp_path: os.PathLike[str],
+) -> None:
+    async with rig(tmp_path) as r:
+        connection, sub = await subscribed(r)
+        await r.incident(connection, title="Disk full on db-1")
+        await r.wait_notices(1)
+        page_app = create_app(
+            r.h.settings, lambda request: connection.owner, connector=r.h.connector
+        )
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=page_app), base_url=BASE
+            ) as browser:
+                page = await browser.get(f"/connections/{connection.id}")
+        finally:
+            await page_app.state.pdauth.aclose()
+    assert page.status_code == 200
+    assert f'<dd id="pd-events">active · {sub["id"]}</dd>' in page.text
+    assert "incident.triggered · Disk full on db-1" in page.text
+    assert '<meta http-equiv="refresh" content="5">' in page.text  # live, without a script
+    assert sub["url"].rsplit("/", 1)[1] not in page.text  # the receiver key is not shown
+
+
+async def test_without_pagerduty_events_the_page_does_not_reload_itself(
+    tmp_path: os.PathLike[str],
+) -> None:
+    async with rig(tmp_path, pagerduty_events=()) as r:
+        connection = await r.h.connect()
+        page_app = create_app(
+            r.h.settings, lambda request: connection.owner, connector=r.h.connector
+        )
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=page_app), base_url=BASE
+            ) as browser:
+                page = await browser.get(f"/connections/{connection.id}")
+        finally:
+            await page_app.state.pdauth.aclose()
+    assert page.status_code == 200
+    assert "pd-events" not in page.text
+    assert "http-equiv" not in page.text

@@ -27,6 +27,7 @@ from pdauth.errors import (
 )
 from pdauth.service.browser import Page, owned_connection, too_many
 from pdauth.service.views import connection_view
+from pdauth.subscriptions import events_of
 
 __all__ = ["ROUTES"]
 
@@ -69,7 +70,23 @@ async def connection_page(request: Request) -> Response:
             connection = await owned_connection(page)
     view = connection_view(connection)
     context.update({"title": view["subdomain"] or "Connection", "c": view})
+    if not context["tried"]:  # a page that called PagerDuty is not reloaded by itself
+        context.update(await _pagerduty_events(page, connection))
     return await page.render("connection.html", context)
+
+
+async def _pagerduty_events(page: Page, connection: Connection) -> dict[str, Any]:
+    """The connection's PagerDuty webhook subscription and its latest incident events, when
+    ``PDAUTH_PAGERDUTY_EVENTS`` is on (the page then reloads itself to show them live)."""
+    connector = await page.service.connector()
+    events = events_of(connector)
+    if not events.enabled:
+        return {}
+    status = await events.status(connection.id)
+    recent = await connector.store.recent_connection_events(
+        connection.id, type_prefix="pagerduty.incident.", limit=10
+    )
+    return {"pd_events": status.to_json(), "pd_incidents": recent, "refresh_seconds": 5}
 
 
 async def disconnect_confirm(request: Request) -> Response:

@@ -165,6 +165,7 @@ class AsyncStore:
 
     add_event = _threaded(Store.add_event)
     list_events = _threaded(Store.list_events)
+    recent_connection_events = _threaded(Store.recent_connection_events)
     due_events = _threaded(Store.due_events)
     claim_due_events = _threaded(Store.claim_due_events)
     mark_delivered = _threaded(Store.mark_delivered)

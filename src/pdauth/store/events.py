@@ -45,6 +45,26 @@ class EventLog(StoreBase):
             "list_events", lambda conn: [event_row(r) for r in conn.execute(stmt)], write=False
         )
 
+    def recent_connection_events(
+        self, connection_id: str, *, type_prefix: str, limit: int = 10
+    ) -> list[EventRow]:
+        """The newest events of one connection whose type starts with ``type_prefix``, newest
+        first (the connection page's live list of PagerDuty incidents)."""
+        stmt = (
+            sa.select(events)
+            .where(
+                _e.connection_id == connection_id,
+                _e.type.startswith(type_prefix, autoescape=True),
+            )
+            .order_by(_e.id.desc())
+            .limit(page_limit(limit))
+        )
+        return self._run(
+            "recent_connection_events",
+            lambda conn: [event_row(r) for r in conn.execute(stmt)],
+            write=False,
+        )
+
     def due_events(self, *, now: float, limit: int) -> list[EventRow]:
         """Undelivered outbox events whose next attempt is due, oldest first."""
         stmt = (
