@@ -15,9 +15,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, Self
 
-__all__ = ["BackgroundServer", "Server", "bind_socket", "format_url", "start_daemon"]
+__all__ = [
+    "BackgroundServer",
+    "Server",
+    "ThreadedServer",
+    "bind_socket",
+    "format_url",
+    "start_daemon",
+]
 
 _POLL = 0.005
 
@@ -116,3 +123,76 @@ class BackgroundServer:
             self.server.force_exit = True
             self.thread.join(timeout=self._force_after)
         self.sock.close()
+
+
+class ThreadedServer:
+    """Base of a server run in the background for a test, the demo or a benchmark; a context
+    manager. A subclass says what it serves (:meth:`make_server`), how it is named and how
+    long stopping may take; this class binds (port 0: a free one, in :attr:`port` once
+    started), starts, stops and gives the URL.
+    """
+
+    what = "server"  # in errors: "the <what> is not running"
+    thread_name = "pdauth-server"
+    grace = 10.0
+    force_after: float | None = None
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = 0
+        self._requested_port = port
+        self._sock = sock
+        self._startup_timeout = startup_timeout
+        self._running: BackgroundServer | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "http"
+
+    @property
+    def url(self) -> str:
+        if self._running is None:
+            raise RuntimeError(f"the {self.what} is not running")
+        return format_url(self.scheme, self.host, self.port)
+
+    def make_server(self) -> Server:
+        """The server to run, its configuration loaded (so that errors raise in the caller)."""
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        if self._running is not None:
+            raise RuntimeError(f"the {self.what} is already running")
+        server = self.make_server()
+        sock, self._sock = self._sock or bind_socket(self.host, self._requested_port), None
+        self._running = BackgroundServer(
+            server,
+            sock,
+            name=self.thread_name,
+            what=self.what,
+            startup_timeout=self._startup_timeout,
+            grace=self.grace,
+            force_after=self.force_after,
+        )
+        self.port = self._running.port
+        return self
+
+    def stop(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.stop()
+        if self._sock is not None:  # handed in, never served
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -18,7 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.config import LOGGING_CONFIG
 
-from pdauth._net import BackgroundServer, bind_socket, format_url
+from pdauth._net import ThreadedServer, bind_socket, format_url
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.state import EmulatorState
@@ -53,12 +53,17 @@ def uvicorn_config(
     )
 
 
-class EmulatorServer:
+class EmulatorServer(ThreadedServer):
     """The emulator served by uvicorn in a background thread; a context manager.
 
     ``url`` is the identity and US API base, ``eu_api_url`` the EU one; ``state`` is the live
     :class:`EmulatorState` (advance its clock, inject faults, inspect tokens).
     """
+
+    what = "emulator server"
+    thread_name = "pdauth-emulator"
+    grace = 10.0
+    force_after = 5.0
 
     def __init__(
         self,
@@ -74,26 +79,15 @@ class EmulatorServer:
     ) -> None:
         if keyfile is not None and certfile is None:
             raise ValueError("a keyfile needs a certfile")
+        super().__init__(host=host, port=port, startup_timeout=startup_timeout)
         self.app = app if app is not None else create_app(config, state=state)
         self.state: EmulatorState = self.app.state.emulator
-        self.host = host
-        self._requested_port = port
         self._certfile = certfile
         self._keyfile = keyfile
-        self._startup_timeout = startup_timeout
-        self._running: BackgroundServer | None = None
-        self.port = 0
 
     @property
     def scheme(self) -> str:
         return "https" if self._certfile is not None else "http"
-
-    @property
-    def url(self) -> str:
-        """Base URL of the identity service and of the US REST API."""
-        if self._running is None:
-            raise RuntimeError("the emulator server is not running")
-        return format_url(self.scheme, self.host, self.port)
 
     @property
     def identity_url(self) -> str:
@@ -107,31 +101,7 @@ class EmulatorServer:
     def eu_api_url(self) -> str:
         return self.url + "/eu"
 
-    def start(self) -> EmulatorServer:
-        if self._running is not None:
-            raise RuntimeError("the emulator server is already running")
+    def make_server(self) -> uvicorn.Server:
         config = uvicorn_config(self.app, certfile=self._certfile, keyfile=self._keyfile)
         config.load()  # here, so a bad certificate raises in the caller's thread
-        server = uvicorn.Server(config)
-        self._running = BackgroundServer(
-            server,
-            bind_socket(self.host, self._requested_port),
-            name="pdauth-emulator",
-            what="emulator server",
-            startup_timeout=self._startup_timeout,
-            grace=10,
-            force_after=5,
-        )
-        self.port = self._running.port
-        return self
-
-    def stop(self) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            running.stop()
-
-    def __enter__(self) -> EmulatorServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return uvicorn.Server(config)
