@@ -315,3 +315,36 @@ def test_a_connect_link_made_through_the_demos_json_api_works(tmp_path: Path) ->
         assert connection["owner"] == "api-user-7"
         assert connection["status"] == "active"
         assert demo.stop(signal.SIGTERM) == 0
+
+
+def _wait_for_page(browser: httpx.Client, path: str, text: str, timeout: float = 30.0) -> str:
+    """The page once it shows ``text`` (the keeper and PagerDuty's delivery are asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = browser.get(path).text
+        if text in page:
+            return page
+        assert time.monotonic() < deadline, f"{text!r} never appeared on {path}"
+        time.sleep(0.25)
+
+
+def test_the_demo_shows_pagerduty_incidents_arriving_live(tmp_path: Path) -> None:
+    args = ["demo", "--data-dir", str(tmp_path / "data"), "--port", "0", "--emulator-port", "0"]
+    with running(args, tmp_path, _env()) as demo:
+        service = demo.wait_for(r"Open (http://127\.0\.0\.1:\d+)/").group(1)
+        emulator = demo.wait_for(r"emulator\s+(http://127\.0\.0\.1:\d+)").group(1)
+        assert "/_emulator/incidents" in "".join(demo.stdout)  # the banner says how
+        _flow(service, emulator)
+        with httpx.Client(base_url=service) as browser:
+            link = browser.get("/").text.split('href="/connections/')[1].split('"')[0]
+            page = f"/connections/{link}"
+            _wait_for_page(browser, page, '<dd id="pd-events">active')
+            made = httpx.post(
+                emulator + "/_emulator/incidents",
+                json={"account": "acme", "title": "Disk full on db-7"},
+            )
+            assert made.status_code == 201, made.text
+            shown = _wait_for_page(browser, page, "Disk full on db-7")
+            assert "incident.triggered" in shown
+            assert 'http-equiv="refresh"' in shown
+        assert demo.stop(signal.SIGTERM) == 0

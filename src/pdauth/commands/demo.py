@@ -101,6 +101,10 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
     return values
 
 
+#: The v3 event types every demo connection subscribes to.
+DEMO_EVENTS = "incident.triggered,incident.acknowledged,incident.resolved"
+
+
 def demo_settings(
     *,
     data_dir: Path,
@@ -127,6 +131,10 @@ def demo_settings(
         api_url=emulator_url,
         api_url_eu=emulator_url + "/eu",
         database_url=f"sqlite:///{data_dir.resolve() / 'demo.db'}",
+        # PagerDuty's own events for every connection, shown live on the connection page:
+        # the keeper subscribes each new connection within a couple of seconds.
+        pagerduty_events=DEMO_EVENTS,
+        keeper_interval=2,
     )
 
 
@@ -136,7 +144,7 @@ def _demo_owner(request: Request) -> str:
 
 def demo_app(settings: Settings) -> Starlette:
     """The service with every visitor signed in as the demo owner."""
-    return create_app(settings, _demo_owner)
+    return create_app(settings, _demo_owner, keeper=True)
 
 
 def add_demo_command(sub: Subcommands) -> None:
@@ -213,6 +221,9 @@ def _banner(url: str, emulator_url: str, data_dir: Path) -> list[str]:
         f"  database      {data_dir / 'demo.db'}",
         "Signed in as demo-user. The emulator starts empty each time, so connections "
         "from an earlier run will ask to be reconnected.",
+        "PagerDuty events: open a connection's page, then make an incident at the emulator:",
+        f"  curl -X POST {emulator_url}/_emulator/incidents -H 'Content-Type: application/json' "
+        """-d '{"account": "acme", "title": "Disk full"}'""",
         "Press Ctrl-C to stop.",
         "",
         f"Open {url}",
