@@ -131,44 +131,31 @@ class BlockingFlow:
     def failure(self, kind: str, owner: str | None, csrf: Csrf, urls: Urls) -> Reply:
         """The page for one of the flow's failure reasons (``FLOW_FAILURES``)."""
         failure = FLOW_FAILURES[kind]
-        html = self._render(
-            "failure.html",
-            title=failure.heading,
-            heading=failure.heading,
-            message=failure.message,
-            can_retry=failure.can_retry and owner is not None,
-            csrf=csrf,
-            urls=urls,
-            return_to=None,
+        can_retry = failure.can_retry and owner is not None
+        return self._failure_page(
+            failure.status, failure.heading, failure.message, csrf, urls, can_retry=can_retry
         )
-        return Reply(failure.status, html)
 
     def forbidden(self, csrf: Csrf, urls: Urls) -> Reply:
         """A POST whose CSRF token did not match (the framework checked it)."""
-        html = self._render(
-            "failure.html",
-            **{
-                **_not_found(csrf, urls),
-                "title": "Not allowed",
-                "heading": "Not allowed",
-                "message": "Your session expired or the form is out of date. Reload the page.",
-            },
+        return self._failure_page(
+            403,
+            "Not allowed",
+            "Your session expired or the form is out of date. Reload the page.",
+            csrf,
+            urls,
         )
-        return Reply(403, html)
 
     def misrouted(self, csrf: Csrf, urls: Urls) -> Reply:
         """The page when the callback is not routed at the redirect URI's path."""
-        html = self._render(
-            "failure.html",
-            **{
-                **_not_found(csrf, urls),
-                "title": "This application is misconfigured",
-                "heading": "This application is misconfigured",
-                "message": "PagerDuty would send you back to an address this application "
-                "does not serve, so nothing was started. Tell the site's administrator.",
-            },
+        return self._failure_page(
+            503,
+            "This application is misconfigured",
+            "PagerDuty would send you back to an address this application does not serve, so "
+            "nothing was started. Tell the site's administrator.",
+            csrf,
+            urls,
         )
-        return Reply(503, html)
 
     def callback_path_problem(self, routed_path: str) -> str | None:
         """Why the flow cannot work when the callback is routed at ``routed_path`` (or None)."""
@@ -248,7 +235,9 @@ class BlockingFlow:
             # Another owner's connection id is indistinguishable from an unknown one.
             self.connector.disconnect(connection_id[:64], owner=owner)
         except ConnectionNotFoundError:
-            return Reply(404, self._render("failure.html", **_not_found(csrf, urls)))
+            return self._failure_page(
+                404, "Not found", "There is no such PagerDuty connection.", csrf, urls
+            )
         except StoreError:
             return self.failure("storage", owner, csrf, urls)
         return Reply(303, location=urls.home)
@@ -272,6 +261,29 @@ class BlockingFlow:
             return None
         return data
 
+    def _failure_page(
+        self,
+        status: int,
+        heading: str,
+        message: str,
+        csrf: Csrf,
+        urls: Urls,
+        *,
+        can_retry: bool = False,
+    ) -> Reply:
+        """``failure.html`` with ``heading`` (also the title) and ``message``."""
+        html = self._render(
+            "failure.html",
+            title=heading,
+            heading=heading,
+            message=message,
+            can_retry=can_retry,
+            csrf=csrf,
+            urls=urls,
+            return_to=None,
+        )
+        return Reply(status, html)
+
     def _render(self, template: str, **context: Any) -> str:
         return _TEMPLATES.get_template(f"pdauth_embedded/{template}").render(**context)
 
@@ -283,18 +295,6 @@ def _is_flow(value: object) -> bool:
         and isinstance(value[0], str)
         and isinstance(value[1], str)
     )
-
-
-def _not_found(csrf: Csrf, urls: Urls) -> dict[str, Any]:
-    return {
-        "title": "Not found",
-        "heading": "Not found",
-        "message": "There is no such PagerDuty connection.",
-        "can_retry": False,
-        "csrf": csrf,
-        "urls": urls,
-        "return_to": None,
-    }
 
 
 def _single_state(query: str) -> str | None:
