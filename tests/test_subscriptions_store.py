@@ -5,6 +5,7 @@ sealing of the signing secret and of a queued deletion's token."""
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from pdauth.config import Settings
 from pdauth.crypto import KeyRing, format_key, generate_key
 from pdauth.errors import ConfigurationError, CryptoError
+from pdauth.rotation import reencrypt_connections
 from pdauth.sealing import Sealer
 from pdauth.store import NewEvent, PagerDutyEventStore, Store, SubscriptionRow
 from tests.store.store_helpers import T0, new_connection
@@ -143,3 +145,41 @@ def test_secrets_are_sealed_to_their_place() -> None:
         seal.open_unsubscribe("pdc_1", "PSUB2", token_ct)
     with pytest.raises(CryptoError):
         seal.open_revocation("pdc_1", "access_token", token_ct)
+
+
+def test_key_rotation_reseals_the_signing_secrets(store: Store) -> None:
+    old = KeyRing([generate_key("k1")])
+    new_key = generate_key("k2")
+    both = old.with_key(new_key)  # the new key first: it encrypts
+    new_only = KeyRing([new_key])
+    pd = PagerDutyEventStore(store)
+    rows = []
+    for i in range(3):
+        base = new_connection(pd_user_id=f"PU{i}")
+        sealed_tokens = dataclasses.replace(
+            base,
+            access_token_ct=Sealer(old).seal_token(base, "access_token", f"access-{i}"),
+            refresh_token_ct=Sealer(old).seal_token(base, "refresh_token", f"refresh-{i}"),
+        )
+        rows.append(store.upsert_connection(sealed_tokens, T0))
+    for row in rows:
+        sealed = Sealer(old).seal_subscription_secret(row.id, "k-" + row.id, "whsec-" + row.id)
+        pd.save_subscription(subscription(row.id, secret_ct=sealed))
+    first = pd.get_subscription(rows[0].id)
+    assert first is not None
+    assert first.secret_ct is not None
+    with pytest.raises(CryptoError):  # negative control: the new key alone cannot open them
+        Sealer(new_only).open_subscription_secret(rows[0].id, first.key, first.secret_ct)
+
+    report = reencrypt_connections(store, both)
+
+    assert report.subscription_secrets == 3
+    assert report.reencrypted == 3  # the connections' tokens moved in the same run
+    for row in rows:
+        after = pd.get_subscription(row.id)
+        assert after is not None
+        assert after.secret_ct is not None
+        assert after.secret_ct.startswith("v1.k2.")
+        opened = Sealer(new_only).open_subscription_secret(row.id, after.key, after.secret_ct)
+        assert opened == "whsec-" + row.id
+    assert reencrypt_connections(store, both).subscription_secrets == 0  # nothing left to do

@@ -30,6 +30,7 @@ from pdauth.clock import Clock, SystemClock
 from pdauth.crypto import KeyRing
 from pdauth.sealing import Sealer, TokenColumn
 from pdauth.store import ConnectionRow, Store
+from pdauth.store.pd_events import PagerDutyEventStore
 
 __all__ = ["DEFAULT_BATCH_SIZE", "RotationReport", "reencrypt_connections"]
 
@@ -46,6 +47,8 @@ class RotationReport:
     reencrypted: int
     retried: int  # rows a concurrent refresh changed first (re-read and redone)
     remaining: int  # rows still under an old key afterwards (0: the rotation is complete)
+    #: PagerDuty webhook signing secrets (PDAUTH_PAGERDUTY_EVENTS) moved to the primary key.
+    subscription_secrets: int = 0
 
 
 def reencrypt_connections(
@@ -86,7 +89,30 @@ def reencrypt_connections(
         if progress is not None:
             progress(examined, reencrypted)
     remaining = len(store.rows_needing_reencryption(primary_key_id=primary, limit=1000))
-    return RotationReport(primary, examined, reencrypted, retried, remaining)
+    secrets = reencrypt_subscription_secrets(store, key_ring)
+    return RotationReport(primary, examined, reencrypted, retried, remaining, secrets)
+
+
+def reencrypt_subscription_secrets(store: Store, key_ring: KeyRing) -> int:
+    """Move every stored PagerDuty webhook signing secret to the primary key; returns how many.
+
+    Each swap is fenced by the old ciphertext: a secret replaced meanwhile (a new subscription)
+    is left alone and picked up by the next run.
+    """
+    subscriptions = PagerDutyEventStore(store)
+    sealer = Sealer(key_ring)
+    moved = 0
+    while True:
+        rows = subscriptions.secrets_not_under(key_ring.primary_key_id)
+        progressed = False
+        for row in rows:
+            assert row.secret_ct is not None  # selected for it
+            new = sealer.reseal_subscription_secret(row.connection_id, row.key, row.secret_ct)
+            if subscriptions.replace_secret(row.connection_id, old=row.secret_ct, new=new):
+                moved += 1
+                progressed = True
+        if not rows or not progressed:
+            return moved
 
 
 def _reencrypt_row(

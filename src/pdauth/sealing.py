@@ -177,6 +177,10 @@ class Sealer:
     def open_subscription_secret(self, connection_id: str, key: str, ciphertext: str) -> str:
         return self._keys.decrypt_text(ciphertext, subscription_secret_ad(connection_id, key))
 
+    def reseal_subscription_secret(self, connection_id: str, key: str, ciphertext: str) -> str:
+        """The same signing secret under the primary key (key rotation)."""
+        return self._keys.reencrypt(ciphertext, subscription_secret_ad(connection_id, key))
+
     def seal_unsubscribe(self, connection_id: str, pd_subscription_id: str, token: str) -> str:
         return self._keys.encrypt(token, unsubscribe_ad(connection_id, pd_subscription_id))
 

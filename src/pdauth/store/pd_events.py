@@ -157,6 +157,30 @@ class PagerDutyEventStore:
             self._run("update_subscription", lambda c: c.execute(stmt).rowcount, write=True)
         )
 
+    def secrets_not_under(self, key_id: str, *, limit: int = 500) -> list[SubscriptionRow]:
+        """Subscriptions whose sealed signing secret is not under key ``key_id`` (rotation)."""
+        stmt = (
+            sa.select(pd_subscriptions)
+            .where(
+                _s.secret_ct.is_not(None),
+                sa.not_(_s.secret_ct.startswith(f"v1.{key_id}.", autoescape=True)),
+            )
+            .order_by(_s.connection_id)
+            .limit(limit)
+        )
+        return self._run(
+            "secrets_not_under", lambda c: [_row(r) for r in c.execute(stmt)], write=False
+        )
+
+    def replace_secret(self, connection_id: str, *, old: str, new: str) -> bool:
+        """Swap one sealed secret for its re-sealed copy, only if it did not change meanwhile."""
+        stmt = (
+            sa.update(pd_subscriptions)
+            .where(_s.connection_id == connection_id, _s.secret_ct == old)
+            .values(secret_ct=new)
+        )
+        return bool(self._run("replace_secret", lambda c: c.execute(stmt).rowcount, write=True))
+
     def subscriptions_due(self, *, now: float, limit: int = 100) -> list[str]:
         """Active connections whose subscription needs work: none yet, a retry due, marked
         needs_reauth or deleted (reconnected since), or no_scope (its grant changed since)."""
