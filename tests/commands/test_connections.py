@@ -478,3 +478,18 @@ def test_the_cli_and_the_json_api_show_a_connection_in_one_shape(
     assert shown == listed == api
     assert set(shown["user"]) == {"id", "name", "email"}
     assert "token_version" not in shown  # operator details sit beside the connection
+
+
+def test_connections_short_of_grown_scopes_say_so_in_json_and_text(
+    app: Starlette, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect_user(app)
+    assert run(["connections", "list", "--json"]) == 0
+    (before,) = json.loads(capsys.readouterr().out)["connections"]
+    assert before["missing_scopes"] == []
+    monkeypatch.setenv("PDAUTH_SCOPES", "read write incidents.read")  # the app grew
+    assert run(["connections", "list", "--json"]) == 0
+    (after,) = json.loads(capsys.readouterr().out)["connections"]
+    assert after["missing_scopes"] == ["incidents.read"]
+    assert run(["connections", "list"]) == 0
+    assert "active (needs scopes)" in capsys.readouterr().out

@@ -11,7 +11,7 @@ the guidance for revoking a grant inside PagerDuty, which has no revocation API.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pdauth.commands._output import clean, iso_time
@@ -35,10 +35,13 @@ __all__ = [
 _EVENT_PAGE = 1000
 
 
-def connection_json(row: ConnectionRow, api_base_urls: Mapping[str, str]) -> dict[str, Any]:
+def connection_json(
+    row: ConnectionRow, api_base_urls: Mapping[str, str], required_scopes: Iterable[str] = ()
+) -> dict[str, Any]:
     """A stored connection in the JSON API's shape (:meth:`Connection.to_json`, the one
-    serializer): ``user{id,name,email}``, times as RFC 3339 UTC, no secret."""
-    return Connection.from_row(row, api_base_urls).to_json()
+    serializer): ``user{id,name,email}``, times as RFC 3339 UTC, no secret; ``missing_scopes``
+    against ``required_scopes`` (``PDAUTH_SCOPES``), as the API reports them."""
+    return Connection.from_row(row, api_base_urls, required_scopes).to_json()
 
 
 def operator_details(row: ConnectionRow) -> dict[str, Any]:

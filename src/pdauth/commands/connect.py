@@ -240,7 +240,7 @@ async def _connect(
             assert result is not None
             row = await connector.store.get_connection(result.id)
             assert row is not None
-            view = connection_json(row, settings.api_base_urls)
+            view = connection_json(row, settings.api_base_urls, settings.scopes)
     if args.json:
         print_json({"connection": view})
     else:

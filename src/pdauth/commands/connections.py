@@ -143,7 +143,7 @@ def run_list(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
 
     async def body(connector: Connector, settings: Settings) -> int:
         rows = await _list_rows(connector.store, args.owner, args.status, args.limit)
-        views = [connection_json(row, settings.api_base_urls) for row in rows]
+        views = [connection_json(row, settings.api_base_urls, settings.scopes) for row in rows]
         if args.json:
             print_json({"connections": views, "count": len(views)})
             return EXIT_OK
@@ -166,7 +166,7 @@ def run_list(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
                 (
                     v["id"],
                     v["owner"],
-                    v["status"],
+                    v["status"] + (" (needs scopes)" if v.get("missing_scopes") else ""),
                     account_label(v),
                     user_label(v),
                     " ".join(v["scopes"]),
@@ -204,7 +204,7 @@ def run_show(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
 
     async def body(connector: Connector, settings: Settings) -> int:
         row = await require_row(connector, args.connection_id)
-        view = connection_json(row, settings.api_base_urls)
+        view = connection_json(row, settings.api_base_urls, settings.scopes)
         events = [event_view(e) for e in await recent_events(connector.store, row, args.events)]
         details = operator_details(row)
         # Asks PagerDuty (live) only when there is an active subscription to look at.
@@ -257,7 +257,7 @@ def run_revoke(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
         row = await require_row(connector, args.connection_id)
         was_revoked = row.status == "revoked"
         if not was_revoked and not args.yes:
-            view = connection_json(row, settings.api_base_urls)
+            view = connection_json(row, settings.api_base_urls, settings.scopes)
             answer = _confirm(
                 f"Disconnect {clean(row.id)} (owner {clean(row.owner)}, "
                 f"{clean(account_label(view))}, {clean(user_label(view))})? Its tokens are "
@@ -271,7 +271,7 @@ def run_revoke(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
                 return EXIT_FAILURE
         await connector.disconnect(row.id)
         after = await require_row(connector, row.id)
-        view = connection_json(after, settings.api_base_urls)
+        view = connection_json(after, settings.api_base_urls, settings.scopes)
         remote: str
         help_lines: list[str] = []
         if settings.revocation_endpoint is None:

@@ -115,7 +115,7 @@ async def _refresh_one(args: argparse.Namespace, connector: Connector, settings:
     except NeedsReauthError as exc:
         problem = exc.reason
     after = await require_row(connector, before.id)
-    view = connection_json(after, settings.api_base_urls)
+    view = connection_json(after, settings.api_base_urls, settings.scopes)
     refreshed = problem is None and after.token_version != before.token_version
     if problem is None and not refreshed:
         # The token endpoint failed transiently; the manager kept the still-valid old token.
