@@ -33,7 +33,7 @@ from pdauth.connections import PENDING_TTL, Connection, safe_return_to
 from pdauth.errors import ConfigurationError, ConnectionNotFoundError, PdauthError, StoreError
 from pdauth.logs import protect_host_loggers
 from pdauth.service.flow import failure_kind
-from pdauth.service.views import FLOW_FAILURES
+from pdauth.service.views import FLOW_FAILURES, FlowFailure
 from pdauth.sync_connector import SyncConnector
 
 __all__ = ["BINDING_COOKIE", "BlockingFlow", "Csrf", "Reply", "Urls"]
@@ -84,6 +84,25 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=lambda: dict(_NO_STORE))
 
 
+# The pages of this integration's own refusals, beside the flow's FLOW_FAILURES.
+_FORBIDDEN = FlowFailure(
+    403,
+    "Not allowed",
+    "Your session expired or the form is out of date. Reload the page.",
+    can_retry=False,
+)
+_MISROUTED = FlowFailure(
+    503,
+    "This application is misconfigured",
+    "PagerDuty would send you back to an address this application does not serve, so nothing "
+    "was started. Tell the site's administrator.",
+    can_retry=False,
+)
+_NOT_FOUND = FlowFailure(
+    404, "Not found", "There is no such PagerDuty connection.", can_retry=False
+)
+
+
 class BlockingFlow:
     """Connect, callback, disconnect and the connection list over one SyncConnector."""
 
@@ -131,31 +150,15 @@ class BlockingFlow:
     def failure(self, kind: str, owner: str | None, csrf: Csrf, urls: Urls) -> Reply:
         """The page for one of the flow's failure reasons (``FLOW_FAILURES``)."""
         failure = FLOW_FAILURES[kind]
-        can_retry = failure.can_retry and owner is not None
-        return self._failure_page(
-            failure.status, failure.heading, failure.message, csrf, urls, can_retry=can_retry
-        )
+        return self._failure_page(failure, csrf, urls, can_retry=owner is not None)
 
     def forbidden(self, csrf: Csrf, urls: Urls) -> Reply:
         """A POST whose CSRF token did not match (the framework checked it)."""
-        return self._failure_page(
-            403,
-            "Not allowed",
-            "Your session expired or the form is out of date. Reload the page.",
-            csrf,
-            urls,
-        )
+        return self._failure_page(_FORBIDDEN, csrf, urls)
 
     def misrouted(self, csrf: Csrf, urls: Urls) -> Reply:
         """The page when the callback is not routed at the redirect URI's path."""
-        return self._failure_page(
-            503,
-            "This application is misconfigured",
-            "PagerDuty would send you back to an address this application does not serve, so "
-            "nothing was started. Tell the site's administrator.",
-            csrf,
-            urls,
-        )
+        return self._failure_page(_MISROUTED, csrf, urls)
 
     def callback_path_problem(self, routed_path: str) -> str | None:
         """Why the flow cannot work when the callback is routed at ``routed_path`` (or None)."""
@@ -235,9 +238,7 @@ class BlockingFlow:
             # Another owner's connection id is indistinguishable from an unknown one.
             self.connector.disconnect(connection_id[:64], owner=owner)
         except ConnectionNotFoundError:
-            return self._failure_page(
-                404, "Not found", "There is no such PagerDuty connection.", csrf, urls
-            )
+            return self._failure_page(_NOT_FOUND, csrf, urls)
         except StoreError:
             return self.failure("storage", owner, csrf, urls)
         return Reply(303, location=urls.home)
@@ -262,27 +263,20 @@ class BlockingFlow:
         return data
 
     def _failure_page(
-        self,
-        status: int,
-        heading: str,
-        message: str,
-        csrf: Csrf,
-        urls: Urls,
-        *,
-        can_retry: bool = False,
+        self, failure: FlowFailure, csrf: Csrf, urls: Urls, *, can_retry: bool = True
     ) -> Reply:
-        """``failure.html`` with ``heading`` (also the title) and ``message``."""
+        """``failure.html`` for ``failure``; a retry is offered when both allow it."""
         html = self._render(
             "failure.html",
-            title=heading,
-            heading=heading,
-            message=message,
-            can_retry=can_retry,
+            title=failure.heading,
+            heading=failure.heading,
+            message=failure.message,
+            can_retry=failure.can_retry and can_retry,
             csrf=csrf,
             urls=urls,
             return_to=None,
         )
-        return Reply(status, html)
+        return Reply(failure.status, html)
 
     def _render(self, template: str, **context: Any) -> str:
         return _TEMPLATES.get_template(f"pdauth_embedded/{template}").render(**context)
