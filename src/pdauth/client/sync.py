@@ -12,18 +12,12 @@ the async client and stops the loop, and a ``ResourceWarning`` says it was not c
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import warnings
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from concurrent.futures import TimeoutError as FutureTimeout
-from types import TracebackType
 from typing import Any, Literal, Self
 
-import anyio
 from anyio.from_thread import BlockingPortal
 
+from pdauth._portal import BlockingTwin, DaemonPortal
 from pdauth.client.credentials import ApiKeyToken, StaticToken, TokenSource
 from pdauth.client.rest import DEFAULT_BASE_URL, PagerDutyClient
 
@@ -31,83 +25,8 @@ __all__ = ["SyncPagerDutyClient"]
 
 _END = object()
 
-#: How long closing waits for the async client to close and for the loop's thread to end; a
-#: call stuck past that cannot hold up the interpreter's exit (the thread is a daemon).
-CLOSE_TIMEOUT = 5.0
 
-
-class _Loop:
-    """An event loop in a daemon thread, reached through a :class:`BlockingPortal`.
-
-    anyio's ``start_blocking_portal`` is a context manager: left open, its generator is closed
-    during interpreter finalization and waits there for a thread that no longer runs.
-    """
-
-    def __init__(self) -> None:
-        self._ready = threading.Event()
-        self._portal: BlockingPortal | None = None
-        self._error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="pdauth-sync-client", daemon=True)
-        self.thread.start()
-        self._ready.wait()
-        if self._portal is None:
-            raise RuntimeError("the client's event loop did not start") from self._error
-
-    @property
-    def portal(self) -> BlockingPortal:
-        assert self._portal is not None
-        return self._portal
-
-    def _main(self) -> None:
-        try:
-            anyio.run(self._serve)
-        except BaseException as exc:  # reported to the constructor waiting on _ready
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        async with BlockingPortal() as portal:
-            self._portal = portal
-            self._ready.set()
-            await portal.sleep_until_stopped()
-
-    def stop(self) -> None:
-        """Stop the loop, cancelling what still runs, and wait (bounded) for the thread."""
-        if self.thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # already stopping
-                self.portal.call(self.portal.stop, True)
-            self.thread.join(CLOSE_TIMEOUT)
-
-
-def _shutdown(loop: _Loop, client: PagerDutyClient) -> None:
-    if not loop.thread.is_alive():
-        return
-    try:
-        loop.portal.start_task_soon(client.aclose).result(CLOSE_TIMEOUT)
-    except (FutureTimeout, RuntimeError):  # stuck, or the loop is already stopping
-        pass
-    finally:
-        loop.stop()
-
-
-def _finalize(loop: _Loop, client: PagerDutyClient) -> None:
-    """A client nobody closed: garbage collection or interpreter exit."""
-    try:
-        warnings.warn(
-            "a SyncPagerDutyClient was not closed; use it in a `with` block or call close()",
-            ResourceWarning,
-            stacklevel=1,
-        )
-    finally:
-        if threading.current_thread() is loop.thread:
-            # Collected on its own loop's thread, which must not wait for itself.
-            threading.Thread(target=_shutdown, args=(loop, client), daemon=True).start()
-        else:
-            _shutdown(loop, client)
-
-
-class SyncPagerDutyClient:
+class SyncPagerDutyClient(BlockingTwin):
     """Blocking twin of :class:`PagerDutyClient`: same constructor arguments, same methods.
 
     Use it as a context manager or call :meth:`close` (it owns a thread); one left open is
@@ -115,15 +34,10 @@ class SyncPagerDutyClient:
     """
 
     def __init__(self, base_url: str, tokens: TokenSource, **kw: Any) -> None:
-        self._loop = _Loop()
+        self._loop = DaemonPortal("SyncPagerDutyClient", "pdauth-sync-client")
         self._portal: BlockingPortal = self._loop.portal
-        try:
-            self._client: PagerDutyClient = self._portal.call(_build, base_url, tokens, kw)
-        except BaseException:
-            self._loop.stop()
-            raise
+        self._client: PagerDutyClient = self._loop.build(self, _build, base_url, tokens, kw)
         self._closed = False
-        self._finalizer = weakref.finalize(self, _finalize, self._loop, self._client)
 
     @classmethod
     def from_token(
@@ -149,30 +63,6 @@ class SyncPagerDutyClient:
 
     def __repr__(self) -> str:
         return f"SyncPagerDutyClient(base_url={self.base_url!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the async client and stop the background event loop."""
-        if self._closed:
-            return
-        if threading.current_thread() is self._loop.thread:
-            raise RuntimeError("a SyncPagerDutyClient cannot be closed from its own event loop")
-        self._closed = True
-        self._finalizer.detach()
-        try:
-            self._portal.call(self._client.aclose)
-        finally:
-            self._loop.stop()
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         """See :meth:`PagerDutyClient.request`."""
