@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from pdauth._net import bind_socket, format_url, start_daemon
+from pdauth._net import ThreadedServer, bind_socket
 
 __all__ = ["ServiceServer", "bind_socket", "uvicorn_config"]
 
@@ -56,13 +55,17 @@ def uvicorn_config(
     return config
 
 
-class ServiceServer:
+class ServiceServer(ThreadedServer):
     """An ASGI app served by uvicorn on a background thread; a context manager.
 
     ``with ServiceServer(app, port=0) as srv: srv.url`` — binds first (so the port is known),
     waits until uvicorn accepts connections, and on exit runs the app's lifespan shutdown,
     joins the thread and closes the socket.
     """
+
+    what = "service"
+    thread_name = "pdauth-service"
+    grace = 15.0
 
     def __init__(
         self,
@@ -73,54 +76,10 @@ class ServiceServer:
         sock: socket.socket | None = None,
         startup_timeout: float = 15.0,
     ) -> None:
+        super().__init__(host=host, port=port, sock=sock, startup_timeout=startup_timeout)
         self.app = app
-        self.host = host
-        self._requested_port = port
-        self._sock = sock
-        self._startup_timeout = startup_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the service is not running")
-        return format_url("http", self.host, self.port)
-
-    def start(self) -> ServiceServer:
-        if self._server is not None:
-            raise RuntimeError("the service is already running")
-        sock = self._sock or bind_socket(self.host, self._requested_port)
+    def make_server(self) -> uvicorn.Server:
         config = uvicorn_config(self.app, access_log=False, log_level="warning")
         config.load()
-        server = uvicorn.Server(config)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        self._server = server
-        self._thread, ready = start_daemon(
-            lambda: server.run(sockets=[sock]),
-            lambda: server.started,
-            name="pdauth-service",
-            timeout=self._startup_timeout,
-        )
-        if not ready:
-            self.stop()
-            raise RuntimeError("the service did not start")
-        return self
-
-    def stop(self) -> None:
-        server, thread, sock = self._server, self._thread, self._sock
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=15)
-        if sock is not None:
-            sock.close()
-        self._server = self._thread = self._sock = None
-
-    def __enter__(self) -> ServiceServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return uvicorn.Server(config)
