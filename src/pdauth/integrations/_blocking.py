@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import jinja2
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -32,7 +32,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from pdauth.connections import PENDING_TTL, Connection, safe_return_to
 from pdauth.errors import ConfigurationError, ConnectionNotFoundError, PdauthError, StoreError
 from pdauth.logs import protect_host_loggers
-from pdauth.service.flow import failure_kind
+from pdauth.service.flow import failure_kind, single_state
 from pdauth.service.views import FLOW_FAILURES, FlowFailure
 from pdauth.sync_connector import SyncConnector
 
@@ -207,7 +207,7 @@ class BlockingFlow:
         if owner is None:
             # The host says nobody is signed in; the flow stays bound to its owner.
             return self.failure("not_signed_in", None, csrf, urls)
-        state = _single_state(query)
+        state = single_state(query)
         binding: str | None = None
         if state is not None:
             cookie = self._read(binding_cookie)
@@ -289,15 +289,6 @@ def _is_flow(value: object) -> bool:
         and isinstance(value[0], str)
         and isinstance(value[1], str)
     )
-
-
-def _single_state(query: str) -> str | None:
-    """The callback's ``state`` when it appears exactly once, else ``None``."""
-    try:
-        values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "state"]
-    except ValueError:
-        return None
-    return values[0] if len(values) == 1 and values[0] else None
 
 
 def _view(connection: Connection, urls: Urls) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from pdauth.service.connect_sessions import ConnectSession
 from pdauth.service.cookies import BindingCookie, BrowserSession, FlowBinding
 from pdauth.service.core import service_of
 
-__all__ = ["CONNECTED_FLASH", "failure_kind", "routes"]
+__all__ = ["CONNECTED_FLASH", "failure_kind", "routes", "single_state"]
 
 _UNAVAILABLE_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
 #: The flash a successful callback leaves in the session, so the next page says "Connected".
@@ -135,7 +135,7 @@ async def callback(request: Request) -> Response:
     query = request.scope.get("query_string", b"").decode("latin-1")
     owner = await page.owner()
     binding: str | None = None
-    state = _single_state(query)
+    state = single_state(query)
     if state is not None:
         found = _binding_for(page, state, owner)
         if found is None:
@@ -236,7 +236,7 @@ def _with_link(session: BrowserSession, link: ConnectSession | None) -> BrowserS
     return replace(session, pending_link=link)
 
 
-def _single_state(query: str) -> str | None:
+def single_state(query: str) -> str | None:
     """The callback's ``state`` when it appears exactly once, else ``None``."""
     try:
         values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "state"]
