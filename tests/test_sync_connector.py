@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from pdauth import SyncConnector, SyncPagerDutyClient
+from pdauth.connect_flow import UnexpectedGrantError
 from pdauth.connections import Connector
 from pdauth.errors import (
     AuthorizationDeniedError,
@@ -193,3 +194,18 @@ def test_a_forked_child_gets_an_error_not_a_hang(emulator_url: str, tmp_path: Pa
         assert sync.connections() == []  # the parent's SyncConnector still works
     finally:
         sync.close()
+
+
+def test_expectations_and_pagerduty_events_pass_through(
+    sync: SyncConnector, emulator_url: str
+) -> None:
+    start = sync.begin("user-43", expect_account="someone-elses-subdomain")
+    callback = consent(emulator_url, start.url)
+    with pytest.raises(UnexpectedGrantError):  # the approver's account is acme
+        sync.complete(urlsplit(callback).query, start.binding)
+    assert sync.connections("user-43") == []
+    seen: list[object] = []
+    remove = sync.on_pagerduty_event(seen.append)
+    remove()
+    status = sync.ensure_subscription(connect(sync, emulator_url, "user-44"))
+    assert status.state == "off"  # PDAUTH_PAGERDUTY_EVENTS is not set for this host

@@ -24,6 +24,7 @@ from pdauth.client import PagerDutyClient, SyncPagerDutyClient
 from pdauth.config import Settings
 from pdauth.connections import AuthorizationStart, Connection, Connector
 from pdauth.oauth import CallbackQuery
+from pdauth.subscriptions import PagerDutyEventHook, SubscriptionStatus
 from pdauth.tokens import RefreshDueReport
 
 __all__ = ["SyncConnector"]
@@ -98,10 +99,26 @@ class SyncConnector(BlockingTwin):
     # -- the Connector's operations --------------------------------------------------------
 
     def begin(
-        self, owner: str, return_to: str | None = None, *, scopes: Iterable[str] | None = None
+        self,
+        owner: str,
+        return_to: str | None = None,
+        *,
+        scopes: Iterable[str] | None = None,
+        expect_account: str | None = None,
+        expect_user: str | None = None,
+        connection_id: str | None = None,
     ) -> AuthorizationStart:
         """See :meth:`Connector.begin`."""
-        return self.call(lambda: self._connector.begin(owner, return_to, scopes=scopes))
+        return self.call(
+            lambda: self._connector.begin(
+                owner,
+                return_to,
+                scopes=scopes,
+                expect_account=expect_account,
+                expect_user=expect_user,
+                connection_id=connection_id,
+            )
+        )
 
     def complete(
         self, query: CallbackQuery, binding: str | None, *, owner: str | None = None
@@ -156,6 +173,14 @@ class SyncConnector(BlockingTwin):
     def disconnect(self, connection_id: str, *, owner: str | None = None) -> Connection:
         """See :meth:`Connector.disconnect`."""
         return self.call(lambda: self._connector.disconnect(connection_id, owner=owner))
+
+    def ensure_subscription(self, connection_id: str) -> SubscriptionStatus:
+        """See :meth:`Connector.ensure_subscription`."""
+        return self.call(lambda: self._connector.ensure_subscription(connection_id))
+
+    def on_pagerduty_event(self, callback: PagerDutyEventHook) -> Callable[[], None]:
+        """See :meth:`Connector.on_pagerduty_event` (the callback runs on the loop's thread)."""
+        return self._connector.on_pagerduty_event(callback)
 
     def refresh_due(self, *, horizon: float | None = None, limit: int = 100) -> RefreshDueReport:
         """See :meth:`Connector.refresh_due`."""
