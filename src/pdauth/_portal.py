@@ -9,6 +9,8 @@ exit, with a ``ResourceWarning``. Closing waits at most :data:`CLOSE_TIMEOUT` fo
 the thread, so a call stuck on the loop cannot hold up the interpreter's exit (the thread is a
 daemon). anyio's own ``start_blocking_portal`` is a context manager: left open, its generator is
 closed during interpreter finalization and waits there for a thread that no longer runs.
+Beside it, the async side of the same contract: :class:`AsyncClosing`, the ``async with`` of
+every pdauth object that closes with ``aclose()``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Protocol, Self, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-__all__ = ["CLOSE_TIMEOUT", "BlockingTwin", "DaemonPortal"]
+__all__ = ["CLOSE_TIMEOUT", "AsyncClosing", "BlockingTwin", "DaemonPortal"]
 
 #: How long closing waits for the async object to close and for the loop's thread to end.
 CLOSE_TIMEOUT = 5.0
@@ -136,6 +138,25 @@ class BlockingTwin:
         self._loop.check_caller()
         self._closed = True
         self._loop.close()
+
+
+class AsyncClosing:
+    """Base of an async object that closes with :meth:`aclose`: ``async with`` gives the object
+    itself and awaits :meth:`aclose` on the way out (an exception included)."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 def _shutdown(loop: DaemonPortal, aclose: Callable[[], Awaitable[None]]) -> None:

@@ -26,11 +26,11 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Literal
 
 import httpx
 
+from pdauth._portal import AsyncClosing
 from pdauth.client import Pacer, PagerDutyClient, RedisPacer
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
@@ -112,7 +112,7 @@ revocation_binding = revocation_ad
 pending_binding = pending_ad
 
 
-class Connector:
+class Connector(AsyncClosing):
     """Connect, use and disconnect PagerDuty accounts (an async context manager).
 
     ``store``: a :class:`pdauth.store.AsyncStore` or :class:`pdauth.store.Store` (not closed
@@ -196,14 +196,6 @@ class Connector:
         """Check (or, with ``migrate=True``, bring up to date) the schema now rather than on
         first use; idempotent."""
         await self._store.check_schema()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         if self._owns_pacer and isinstance(self._pacer, RedisPacer):

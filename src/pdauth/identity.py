@@ -38,6 +38,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
+from pdauth._portal import AsyncClosing
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
 from pdauth.errors import ConfigurationError, IdTokenError, OAuthError, TransportError
@@ -116,7 +117,7 @@ def usable_signing_keys(jwks: Any) -> tuple[RSAKey, ...]:
     return tuple(keys)
 
 
-class IdentityClient:
+class IdentityClient(AsyncClosing):
     """Talks to the identity service; holds (and, when it made it, closes) an httpx client.
 
     ``http``: an existing ``httpx.AsyncClient`` to use (not closed here); otherwise one is made
@@ -147,12 +148,6 @@ class IdentityClient:
         self._last_forced_refetch: float | None = None
         self._issuer: str | None = settings.issuer
         self._issuer_lock = anyio.Lock()
-
-    async def __aenter__(self) -> IdentityClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -30,12 +30,12 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 
 import anyio
 import httpx
 
+from pdauth._portal import AsyncClosing
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
 from pdauth.connections import Connector
@@ -128,7 +128,7 @@ class _Tally:
 Outcome = Literal["delivered", "retry", "abandoned", "skipped"]
 
 
-class Keeper:
+class Keeper(AsyncClosing):
     """Runs the background work for one :class:`~pdauth.connections.Connector`.
 
     ``settings`` defaults to the connector's. ``http`` / ``transport`` route the webhook
@@ -177,17 +177,6 @@ class Keeper:
         # (a revocation may try twice when the connection is refused).
         per_event = max(s.webhook_timeout, 2 * s.http_timeout) + 5.0
         self._hold_for = math.ceil(batch_size / concurrency) * per_event + 60.0
-
-    async def __aenter__(self) -> Keeper:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         if self._webhook is not None:
