@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pdauth.errors import AuthenticationError
 
-__all__ = ["ApiKeyToken", "StaticToken", "TokenSource"]
+__all__ = ["ApiKeyToken", "StaticToken", "TokenSource", "token_source"]
 
 
 @runtime_checkable
@@ -90,3 +90,13 @@ class ApiKeyToken:
 
     async def refresh(self, rejected: str) -> str:
         raise AuthenticationError(401, "PagerDuty rejected the API key; an API key has no refresh")
+
+
+def token_source(token: str, kind: Literal["bearer", "api_key"]) -> TokenSource:
+    """The credential behind ``from_token``: a static OAuth access token (``kind="bearer"``) or
+    a REST API key (``kind="api_key"``)."""
+    if kind == "bearer":
+        return StaticToken(token)
+    if kind == "api_key":
+        return ApiKeyToken(token)
+    raise ValueError("kind must be 'bearer' or 'api_key'")

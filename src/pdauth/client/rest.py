@@ -20,13 +20,13 @@ import random
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from importlib.metadata import PackageNotFoundError, version
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import anyio
 import httpx
 
-from pdauth.client.credentials import ApiKeyToken, StaticToken, TokenSource
+from pdauth._portal import AsyncClosing
+from pdauth.client.credentials import TokenSource, token_source
 from pdauth.client.pacer import DEFAULT_PACER, Pacer, SleepFn
 from pdauth.client.pacing import parse_ratelimit_headers
 from pdauth.client.pagination import (
@@ -93,7 +93,7 @@ class _Call:
         self.throttled = 0
 
 
-class PagerDutyClient:
+class PagerDutyClient(AsyncClosing):
     """An async PagerDuty REST client for one credential.
 
     Build it with a :class:`TokenSource` (``Connector.client(connection_id)`` does), or with
@@ -164,13 +164,7 @@ class PagerDutyClient:
         **kw: Any,
     ) -> Self:
         """A client for a static OAuth access token (``kind="bearer"``) or a REST API key."""
-        if kind == "bearer":
-            source: TokenSource = StaticToken(token)
-        elif kind == "api_key":
-            source = ApiKeyToken(token)
-        else:
-            raise ValueError("kind must be 'bearer' or 'api_key'")
-        return cls(base_url, source, **kw)
+        return cls(base_url, token_source(token, kind), **kw)
 
     @property
     def base_url(self) -> str:
@@ -178,17 +172,6 @@ class PagerDutyClient:
 
     def __repr__(self) -> str:
         return f"PagerDutyClient(base_url={self._base.text!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the httpx client if this client created it."""

@@ -18,7 +18,7 @@ from typing import Any, Literal, Self
 from anyio.from_thread import BlockingPortal
 
 from pdauth._portal import BlockingTwin, DaemonPortal
-from pdauth.client.credentials import ApiKeyToken, StaticToken, TokenSource
+from pdauth.client.credentials import TokenSource, token_source
 from pdauth.client.rest import DEFAULT_BASE_URL, PagerDutyClient
 
 __all__ = ["SyncPagerDutyClient"]
@@ -49,13 +49,7 @@ class SyncPagerDutyClient(BlockingTwin):
         **kw: Any,
     ) -> Self:
         """A client for a static OAuth access token or a REST API key (``kind="api_key"``)."""
-        if kind == "bearer":
-            source: TokenSource = StaticToken(token)
-        elif kind == "api_key":
-            source = ApiKeyToken(token)
-        else:
-            raise ValueError("kind must be 'bearer' or 'api_key'")
-        return cls(base_url, source, **kw)
+        return cls(base_url, token_source(token, kind), **kw)
 
     @property
     def base_url(self) -> str:
