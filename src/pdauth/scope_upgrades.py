@@ -83,29 +83,10 @@ class ScopeWatchingClient(PagerDutyClient):
         super().__init__(base_url, tokens, **options)
         self._on_scope_error = on_scope_error
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
-        deadline: float | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - one attempt's network timeout (httpx)
-    ) -> Any:
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        """:meth:`PagerDutyClient.request`, reporting a :class:`ScopeError` on its way out."""
         try:
-            return await super().request(
-                method,
-                path,
-                params=params,
-                json=json,
-                headers=headers,
-                idempotent=idempotent,
-                deadline=deadline,
-                timeout=timeout,
-            )
+            return await super().request(method, path, **kw)
         except ScopeError as exc:
             with contextlib.suppress(StoreError):
                 await self._on_scope_error(exc)
