@@ -29,13 +29,13 @@ from pdauth.errors import (
     BindingMismatchError,
     CallbackError,
     ConnectionNotFoundError,
-    FlowError,
     FlowExpiredError,
     InsufficientScopeError,
     OAuthError,
     PdauthError,
     StoreError,
     TransportError,
+    UnexpectedGrantError,
 )
 from pdauth.grants import Account, error_code_of, learn_account, new_connection, revoke_quietly
 from pdauth.identity import IdentityClient, PagerDutyUser
@@ -67,27 +67,6 @@ REJECTED_EVENT: Final = "connect.rejected"
 _LIST_PAGE = 1000
 
 AuditFailure = Callable[[str, str, str], Awaitable[None]]
-
-
-class UnexpectedGrantError(FlowError):
-    """The approval came from another PagerDuty account or user than the flow expected.
-
-    ``reason`` is ``unexpected_account`` or ``unexpected_user``; ``expected_account`` and
-    ``expected_user`` are what the flow was meant for (no secret: a subdomain, an account or
-    user id, an email the host named). Nothing was stored; the fresh tokens were revoked.
-    """
-
-    def __init__(
-        self, reason: str, *, expected_account: str | None, expected_user: str | None
-    ) -> None:
-        self.reason = reason
-        self.expected_account = expected_account
-        self.expected_user = expected_user
-        if reason == "unexpected_account":
-            what = f"the PagerDuty account {expected_account}"
-        else:
-            what = f"the PagerDuty user {expected_user}"
-        super().__init__(f"this link was meant for {what}; another one approved it")
 
 
 def binding_digest(binding: str) -> str:

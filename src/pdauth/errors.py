@@ -22,7 +22,8 @@ or key: they name what went wrong and, where it helps, which variable or scope t
     ├── FlowError                       the connect flow cannot continue
     │   ├── UnknownStateError           no pending authorization for this state (or replayed)
     │   ├── FlowExpiredError            the pending authorization is older than its lifetime
-    │   └── BindingMismatchError        callback delivered to another browser or owner
+    │   ├── BindingMismatchError        callback delivered to another browser or owner
+    │   └── UnexpectedGrantError        approved by another account or user than expected
     ├── ConnectionNotFoundError         no such connection (or not this owner's)
     ├── NeedsReauthError                the connection is dead; the user must reconnect
     ├── StoreError                      the database failed or refused a write
@@ -71,6 +72,7 @@ __all__ = [
     "StoreError",
     "TokenResponseError",
     "TransportError",
+    "UnexpectedGrantError",
     "UnknownStateError",
 ]
 
@@ -162,6 +164,27 @@ class FlowExpiredError(FlowError):
 
 class BindingMismatchError(FlowError):
     """The callback reached a browser (or owner) other than the one that started the flow."""
+
+
+class UnexpectedGrantError(FlowError):
+    """The approval came from another PagerDuty account or user than the flow expected.
+
+    ``reason`` is ``unexpected_account`` or ``unexpected_user``; ``expected_account`` and
+    ``expected_user`` are what the flow was meant for (no secret: a subdomain, an account or
+    user id, an email the host named). Nothing was stored; the fresh tokens were revoked.
+    """
+
+    def __init__(
+        self, reason: str, *, expected_account: str | None, expected_user: str | None
+    ) -> None:
+        self.reason = reason
+        self.expected_account = expected_account
+        self.expected_user = expected_user
+        if reason == "unexpected_account":
+            what = f"the PagerDuty account {expected_account}"
+        else:
+            what = f"the PagerDuty user {expected_user}"
+        super().__init__(f"this link was meant for {what}; another one approved it")
 
 
 class ConnectionNotFoundError(PdauthError):
