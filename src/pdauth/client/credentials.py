@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
 
+from pdauth.client.urls import DEFAULT_BASE_URL
 from pdauth.errors import AuthenticationError
 
-__all__ = ["ApiKeyToken", "StaticToken", "TokenSource", "token_source"]
+__all__ = ["ApiKeyToken", "FromToken", "StaticToken", "TokenSource", "token_source"]
 
 
 @runtime_checkable
@@ -100,3 +101,25 @@ def token_source(token: str, kind: Literal["bearer", "api_key"]) -> TokenSource:
     if kind == "api_key":
         return ApiKeyToken(token)
     raise ValueError("kind must be 'bearer' or 'api_key'")
+
+
+class FromToken:
+    """Base of a client built as ``cls(base_url, tokens, **options)`` (the async client and its
+    blocking twin): gives it :meth:`from_token`."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, base_url: str, tokens: TokenSource, **kw: Any) -> None: ...
+
+    @classmethod
+    def from_token(
+        cls,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        kind: Literal["bearer", "api_key"] = "bearer",
+        **kw: Any,
+    ) -> Self:
+        """A client for a static OAuth access token (``kind="bearer"``) or a REST API key
+        (``kind="api_key"``)."""
+        return cls(base_url, token_source(token, kind), **kw)

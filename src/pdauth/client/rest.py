@@ -20,13 +20,13 @@ import random
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal, Self
+from typing import Any
 
 import anyio
 import httpx
 
 from pdauth._portal import AsyncClosing
-from pdauth.client.credentials import TokenSource, token_source
+from pdauth.client.credentials import FromToken, TokenSource
 from pdauth.client.pacer import DEFAULT_PACER, Pacer, SleepFn
 from pdauth.client.pacing import parse_ratelimit_headers
 from pdauth.client.pagination import (
@@ -45,7 +45,7 @@ from pdauth.client.responses import (
     transport_failure,
 )
 from pdauth.client.retry import RetryPolicy, parse_retry_after, should_retry
-from pdauth.client.urls import ApiBase
+from pdauth.client.urls import DEFAULT_BASE_URL, ApiBase
 from pdauth.clock import Clock, SystemClock
 from pdauth.errors import (
     AuthenticationError,
@@ -58,7 +58,6 @@ from pdauth.metrics import observe_api, observe_pacing_delay, observe_rate_limit
 
 __all__ = ["DEFAULT_BASE_URL", "PagerDutyClient"]
 
-DEFAULT_BASE_URL = "https://api.pagerduty.com"
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 DEFAULT_MAX_CONCURRENCY = 8
 
@@ -93,7 +92,7 @@ class _Call:
         self.throttled = 0
 
 
-class PagerDutyClient(AsyncClosing):
+class PagerDutyClient(AsyncClosing, FromToken):
     """An async PagerDuty REST client for one credential.
 
     Build it with a :class:`TokenSource` (``Connector.client(connection_id)`` does), or with
@@ -153,18 +152,6 @@ class PagerDutyClient(AsyncClosing):
         self._policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
         self._sleep: SleepFn = sleep or anyio.sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-
-    @classmethod
-    def from_token(
-        cls,
-        token: str,
-        *,
-        base_url: str = DEFAULT_BASE_URL,
-        kind: Literal["bearer", "api_key"] = "bearer",
-        **kw: Any,
-    ) -> Self:
-        """A client for a static OAuth access token (``kind="bearer"``) or a REST API key."""
-        return cls(base_url, token_source(token, kind), **kw)
 
     @property
     def base_url(self) -> str:

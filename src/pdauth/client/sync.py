@@ -13,20 +13,20 @@ the async client and stops the loop, and a ``ResourceWarning`` says it was not c
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, Literal, Self
+from typing import Any
 
 from anyio.from_thread import BlockingPortal
 
 from pdauth._portal import BlockingTwin, DaemonPortal
-from pdauth.client.credentials import TokenSource, token_source
-from pdauth.client.rest import DEFAULT_BASE_URL, PagerDutyClient
+from pdauth.client.credentials import FromToken, TokenSource
+from pdauth.client.rest import PagerDutyClient
 
 __all__ = ["SyncPagerDutyClient"]
 
 _END = object()
 
 
-class SyncPagerDutyClient(BlockingTwin):
+class SyncPagerDutyClient(BlockingTwin, FromToken):
     """Blocking twin of :class:`PagerDutyClient`: same constructor arguments, same methods.
 
     Use it as a context manager or call :meth:`close` (it owns a thread); one left open is
@@ -38,18 +38,6 @@ class SyncPagerDutyClient(BlockingTwin):
         self._portal: BlockingPortal = self._loop.portal
         self._client: PagerDutyClient = self._loop.build(self, _build, base_url, tokens, kw)
         self._closed = False
-
-    @classmethod
-    def from_token(
-        cls,
-        token: str,
-        *,
-        base_url: str = DEFAULT_BASE_URL,
-        kind: Literal["bearer", "api_key"] = "bearer",
-        **kw: Any,
-    ) -> Self:
-        """A client for a static OAuth access token or a REST API key (``kind="api_key"``)."""
-        return cls(base_url, token_source(token, kind), **kw)
 
     @property
     def base_url(self) -> str:

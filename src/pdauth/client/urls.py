@@ -18,7 +18,10 @@ import httpx
 
 from pdauth.errors import ConfigurationError, RequestRefusedError
 
-__all__ = ["ApiBase", "normalise_base"]
+__all__ = ["DEFAULT_BASE_URL", "ApiBase", "normalise_base"]
+
+#: PagerDuty's REST API (a client's ``base_url`` when none is given).
+DEFAULT_BASE_URL = "https://api.pagerduty.com"
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
