@@ -8,7 +8,9 @@ the browser in as), checks POSTed forms against the session's CSRF token (docs/S
 
 from __future__ import annotations
 
+import functools
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -20,7 +22,9 @@ from pdauth.connections import Connection
 from pdauth.service.cookies import BrowserSession, new_session
 from pdauth.service.core import service_of
 
-__all__ = ["Page", "owned_connection", "too_many"]
+__all__ = ["Page", "limited", "owned_connection", "too_many"]
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class Page:
@@ -101,6 +105,22 @@ def too_many(request: Request, wait: float) -> Response:
     response = service_of(request).renderer.error(request.scope, 429)
     response.headers["retry-after"] = str(int(wait))
     return response
+
+
+def limited(action: str) -> Callable[[Endpoint], Endpoint]:
+    """An endpoint behind the service's rate limit for ``action``: over it, the 429 page."""
+
+    def wrap(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def guarded(request: Request) -> Response:
+            wait = await service_of(request).rate_limited(request, action)
+            if wait:
+                return too_many(request, wait)
+            return await endpoint(request)
+
+        return guarded
+
+    return wrap
 
 
 async def owned_connection(page: Page) -> Connection:

@@ -41,7 +41,7 @@ from pdauth.errors import (
     UnknownStateError,
 )
 from pdauth.returnto import safe_return_to
-from pdauth.service.browser import Page, too_many
+from pdauth.service.browser import Page, limited
 from pdauth.service.connect_sessions import ConnectSession
 from pdauth.service.cookies import BindingCookie, BrowserSession, FlowBinding
 from pdauth.service.core import service_of
@@ -53,11 +53,9 @@ _UNAVAILABLE_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
 CONNECTED_FLASH = "connected"
 
 
+@limited("connect")
 async def connect(request: Request) -> Response:
     service = service_of(request)
-    wait = await service.rate_limited(request, "connect")
-    if wait:
-        return too_many(request, wait)
     page = Page(request)
     form = await page.checked_form()
     return_to = safe_return_to(form.get("return_to"))
@@ -126,11 +124,9 @@ async def _begin(
     return page.finish(response)
 
 
+@limited("callback")
 async def callback(request: Request) -> Response:
     service = service_of(request)
-    wait = await service.rate_limited(request, "callback")
-    if wait:
-        return too_many(request, wait)
     page = Page(request)
     query = request.scope.get("query_string", b"").decode("latin-1")
     owner = await page.owner()
@@ -191,11 +187,9 @@ def _binding_for(page: Page, state: str, owner: str | None) -> tuple[str | None,
     return None
 
 
+@limited("connect")
 async def connect_session(request: Request) -> Response:
     service = service_of(request)
-    wait = await service.rate_limited(request, "connect")
-    if wait:
-        return too_many(request, wait)
     page = Page(request)
     # The token rides in the query as ``token=`` so that pdauth's log redaction (which masks
     # ``token=…`` in access-log lines) keeps it out of the logs.
