@@ -265,10 +265,10 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("scopes", mode="before")
+    @field_validator("scopes", "pagerduty_events", "trusted_proxies", mode="before")
     @classmethod
-    def _split_scopes(cls, value: Any) -> Any:
-        # The variable is "read write" or "read,write", not JSON (hence NoDecode above).
+    def _split_list(cls, value: Any) -> Any:
+        # The variables are "a b" or "a,b", not JSON (hence NoDecode above).
         if isinstance(value, str):
             return tuple(part for part in re.split(r"[\s,]+", value) if part)
         return value
@@ -281,13 +281,6 @@ class Settings(BaseSettings):
         for scope in value:
             check_scope(scope)
         return tuple(dict.fromkeys(value))
-
-    @field_validator("pagerduty_events", mode="before")
-    @classmethod
-    def _split_events(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part for part in re.split(r"[\s,]+", value) if part)
-        return value
 
     @field_validator("pagerduty_events")
     @classmethod
@@ -354,13 +347,6 @@ class Settings(BaseSettings):
         if value is None:
             return None
         return check_url(value, "PDAUTH_PUBLIC_URL", allow_query=False).rstrip("/")
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split_proxies(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part for part in re.split(r"[\s,]+", value) if part)
-        return value
 
     @field_validator("trusted_proxies")
     @classmethod
