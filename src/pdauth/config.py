@@ -374,21 +374,17 @@ class Settings(BaseSettings):
             raise ValueError("PDAUTH_ADMIN_PASSWORD must be at least 12 characters")
         return value
 
-    @field_validator("http_timeout")
+    @field_validator("http_timeout", "webhook_timeout")
     @classmethod
-    def _http_timeout(cls, value: float) -> float:
+    def _timeout(cls, value: float, info: ValidationInfo) -> float:
+        # Short: a token exchange must finish while its code lives, and the keeper must not
+        # hang on a slow webhook receiver (a retry comes soon enough).
         if not (0 < value <= _MAX_HTTP_TIMEOUT):
+            name = _field(info)
+            why = " (PagerDuty authorization codes live 30 s)" if name == "http_timeout" else ""
             raise ValueError(
-                f"PDAUTH_HTTP_TIMEOUT must be more than 0 and at most {_MAX_HTTP_TIMEOUT:g} "
-                "seconds (PagerDuty authorization codes live 30 s)"
+                f"{_env(name)} must be more than 0 and at most {_MAX_HTTP_TIMEOUT:g} seconds{why}"
             )
-        return value
-
-    @field_validator("lease_seconds")
-    @classmethod
-    def _lease_seconds(cls, value: float) -> float:
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError("PDAUTH_LEASE_SECONDS must be a positive number of seconds")
         return value
 
     @model_validator(mode="after")
@@ -420,22 +416,11 @@ class Settings(BaseSettings):
             return None
         return check_url(value, "PDAUTH_WEBHOOK_URL", allow_query=True)
 
-    @field_validator("keeper_interval", "refresh_horizon")
+    @field_validator("lease_seconds", "keeper_interval", "refresh_horizon")
     @classmethod
     def _positive_seconds(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ValueError(f"{_env(_field(info))} must be a positive number of seconds")
-        return value
-
-    @field_validator("webhook_timeout")
-    @classmethod
-    def _webhook_timeout(cls, value: float) -> float:
-        # Short: the keeper must not hang on a slow receiver (a retry comes soon enough).
-        if not (0 < value <= _MAX_HTTP_TIMEOUT):
-            raise ValueError(
-                f"PDAUTH_WEBHOOK_TIMEOUT must be more than 0 and at most {_MAX_HTTP_TIMEOUT:g} "
-                "seconds"
-            )
         return value
 
     @model_validator(mode="after")
