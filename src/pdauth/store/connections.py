@@ -149,12 +149,16 @@ class ConnectionsTable(StoreBase):
             if status not in CONNECTION_STATUSES:
                 raise ValueError(f"status must be one of {', '.join(CONNECTION_STATUSES)}")
             stmt = stmt.where(_c.status == status)
+        return self._rows("list_connections", stmt, after_id=after_id)
+
+    def _rows(
+        self, operation: str, stmt: sa.Select[Any], *, after_id: str | None = None
+    ) -> list[ConnectionRow]:
+        """The connection rows ``stmt`` selects, from after ``after_id`` on when one is given."""
         if after_id is not None:
             stmt = stmt.where(_c.id > after_id)
         return self._run(
-            "list_connections",
-            lambda conn: [connection_row(r) for r in conn.execute(stmt)],
-            write=False,
+            operation, lambda conn: [connection_row(r) for r in conn.execute(stmt)], write=False
         )
 
     def count_by_status(self) -> dict[str, int]:
@@ -462,11 +466,7 @@ class ConnectionsTable(StoreBase):
             .order_by(_c.refresh_expires_at, _c.id)
             .limit(page_limit(limit))
         )
-        return self._run(
-            "due_for_refresh",
-            lambda conn: [connection_row(r) for r in conn.execute(stmt)],
-            write=False,
-        )
+        return self._rows("due_for_refresh", stmt)
 
     def rows_needing_reencryption(
         self, *, primary_key_id: str, limit: int, after_id: str | None = None
@@ -482,13 +482,7 @@ class ConnectionsTable(StoreBase):
             .order_by(_c.id)
             .limit(page_limit(limit))
         )
-        if after_id is not None:
-            stmt = stmt.where(_c.id > after_id)
-        return self._run(
-            "rows_needing_reencryption",
-            lambda conn: [connection_row(r) for r in conn.execute(stmt)],
-            write=False,
-        )
+        return self._rows("rows_needing_reencryption", stmt, after_id=after_id)
 
     def replace_ciphertexts(
         self,
