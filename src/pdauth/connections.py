@@ -32,6 +32,7 @@ import httpx
 
 from pdauth._portal import AsyncClosing
 from pdauth.client import Pacer, PagerDutyClient, RedisPacer
+from pdauth.client.http import http_client
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
 from pdauth.connect_flow import CompletionFlow, binding_digest, check_expectation
@@ -150,12 +151,7 @@ class Connector(AsyncClosing):
             store = AsyncStore(store)
         store.require_schema(upgrade=migrate)
         self._store: AsyncStore = store
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(settings.http_timeout),
-            follow_redirects=False,
-        )
+        self._http, self._owns_http = http_client(http, transport, settings.http_timeout)
         self._identity = IdentityClient(
             settings,
             http=self._http,

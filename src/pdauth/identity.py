@@ -39,6 +39,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from pdauth._portal import AsyncClosing
+from pdauth.client.http import http_client
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
 from pdauth.errors import ConfigurationError, IdTokenError, OAuthError, TransportError
@@ -136,12 +137,7 @@ class IdentityClient(AsyncClosing):
         self._settings = settings
         self._clock: Clock = clock or SystemClock()
         self._timeout = float(settings.http_timeout)
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(self._timeout),
-            follow_redirects=False,
-        )
+        self._http, self._owns_http = http_client(http, transport, self._timeout)
         self._jwks = _JwksCache()
         self._jwks_lock = anyio.Lock()
         self._jwks_refetch_interval = jwks_refetch_interval

@@ -49,6 +49,7 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
+from pdauth.client.http import http_client
 from pdauth.clock import Clock, SystemClock
 from pdauth.store import EventRow
 
@@ -310,12 +311,7 @@ class WebhookSender:
         self._url = url
         self._key = _key(secret)
         self._timeout = float(timeout)
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(self._timeout),
-            follow_redirects=False,
-        )
+        self._http, self._owns_http = http_client(http, transport, self._timeout)
         self._user_agent = _user_agent()
 
     def __repr__(self) -> str:

@@ -27,6 +27,7 @@ import httpx
 
 from pdauth._portal import AsyncClosing
 from pdauth.client.credentials import FromToken, TokenSource
+from pdauth.client.http import http_client
 from pdauth.client.pacer import DEFAULT_PACER, Pacer, SleepFn
 from pdauth.client.pacing import parse_ratelimit_headers
 from pdauth.client.pagination import (
@@ -136,14 +137,10 @@ class PagerDutyClient(AsyncClosing, FromToken):
         self._headers = {"Accept": ACCEPT, "User-Agent": _user_agent()}
         if from_email is not None:
             self._headers["From"] = from_email
-        self._owns_http = http is None
-        if http is None:
-            # Our own client carries the fixed headers, so a request only adds Authorization.
-            http = httpx.AsyncClient(
-                transport=transport, timeout=timeout, follow_redirects=False, headers=self._headers
-            )
+        # Our own client carries the fixed headers, so a request only adds Authorization.
+        self._http, self._owns_http = http_client(http, transport, timeout, headers=self._headers)
+        if self._owns_http:
             self._headers = {}
-        self._http = http
         self._timeout = timeout
         self._deadline = deadline
         self._max_concurrency = max_concurrency
