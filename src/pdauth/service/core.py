@@ -12,6 +12,7 @@ the browser in as (see ``connect_sessions.py``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import inspect
@@ -183,21 +184,16 @@ class Service:
         self.api_keys = ApiKeyVerifier(key.get_secret_value() for key in settings.api_key_list())
         self.trusted_proxies = TrustedProxies(self.options.trusted_proxies)
         # Shared by every instance through Redis when configured (see shared_limits.py).
-        self.limiter = build_limiter(
+        limiter = functools.partial(
+            build_limiter,
             settings.redis_url,
-            limit=self.options.connect_rate_limit,
             window=self.options.rate_window,
             prefix=settings.redis_prefix,
             clock=self.clock,
         )
+        self.limiter = limiter(limit=self.options.connect_rate_limit)
         # "Call PagerDuty" spends the owner's PagerDuty rate limit: a few per minute per owner.
-        self.try_limiter = build_limiter(
-            settings.redis_url,
-            limit=self.options.try_rate_limit,
-            window=self.options.rate_window,
-            prefix=settings.redis_prefix,
-            clock=self.clock,
-        )
+        self.try_limiter = limiter(limit=self.options.try_rate_limit)
         self.router = Router()
         self.renderer = Renderer(self.router)
         self.policy = SecurityPolicy(
