@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from pdauth.store.base import error_message, page_limit
 from pdauth.store.database import Store
 from pdauth.store.records import NewEvent
-from pdauth.store.schema import connections, metadata
+from pdauth.store.schema import connections, metadata, retry_schedule
 
 __all__ = [
     "SUBSCRIPTION_STATES",
@@ -62,9 +62,7 @@ pd_subscriptions = sa.Table(
     sa.Column("pd_subscription_id", sa.String(64), nullable=True),
     sa.Column("secret_ct", sa.Text(), nullable=True),
     sa.Column("events", sa.Text(), nullable=False),
-    sa.Column("attempts", sa.Integer(), nullable=False),
-    sa.Column("next_attempt_at", sa.Double(), nullable=True),
-    sa.Column("last_error", sa.Text(), nullable=True),
+    *retry_schedule(),
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("updated_at", sa.Double(), nullable=False),
     sa.UniqueConstraint("key"),

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["admin_sessions", "connections", "events", "metadata", "pending_authorizations"]
+__all__ = [
+    "admin_sessions",
+    "connections",
+    "events",
+    "metadata",
+    "pending_authorizations",
+    "retry_schedule",
+]
 
 # Deterministic constraint names, identical on SQLite and PostgreSQL, so later migrations
 # can drop or alter them by name.
@@ -27,6 +34,17 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 # BIGSERIAL on PostgreSQL; on SQLite it must be exactly INTEGER to alias the rowid, and
 # AUTOINCREMENT keeps ids from being reused, so the event cursor never moves backwards.
 _EVENT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def retry_schedule() -> tuple[sa.Column[int], sa.Column[float], sa.Column[str]]:
+    """The columns of work retried on a schedule (the event outbox, PagerDuty webhook
+    subscriptions): attempts so far, when the next is due (NULL: not due), the last error."""
+    return (
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.Double(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+    )
+
 
 connections = sa.Table(
     "connections",
@@ -129,9 +147,7 @@ events = sa.Table(
     sa.Column("data", sa.Text(), nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("delivered_at", sa.Double(), nullable=True),
-    sa.Column("attempts", sa.Integer(), nullable=False),
-    sa.Column("next_attempt_at", sa.Double(), nullable=True),
-    sa.Column("last_error", sa.Text(), nullable=True),
+    *retry_schedule(),
     sa.Index("ix_events_connection_id", "connection_id"),
     sa.Index("ix_events_owner", "owner"),
     sa.Index(
