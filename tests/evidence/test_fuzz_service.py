@@ -81,6 +81,8 @@ PAGES: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/admin/login"): frozenset({303, 400, 403, 404, 413, 414, 415, 429}),
     ("POST", "/admin/logout"): frozenset({303, 400, 403, 413, 414, 415}),
     ("POST", "/admin/connections/{id}/disconnect"): frozenset({303, 400, 403, 404, 413, 414, 415}),
+    # PagerDuty's deliveries: 2xx recorded (or a duplicate), 4xx refused for good, 503 retry.
+    ("POST", "/pagerduty/webhooks/{key}"): frozenset({200, 202, 400, 401, 404, 410, 413, 414, 503}),
 }
 
 
@@ -145,6 +147,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                     api_url=emulator.url,
                     api_url_eu=emulator.eu_api_url,
                     connect_rate_limit=0,
+                    pagerduty_events="incident.triggered",
                     encryption_keys=keys,
                 ),
                 resolver,
@@ -644,3 +647,38 @@ def test_every_route_that_takes_input_is_fuzzed(tmp_path: Any) -> None:
     pages = {(m, p.replace("{connection_id}", "{id}")) for m, p in routes if "/api/" not in p}
     unfuzzed = {("GET", "/static/pdauth.css"), ("GET", "/healthz"), ("GET", "/robots.txt")}
     assert pages - unfuzzed == set(PAGES)
+
+
+# -- PagerDuty's webhook deliveries -------------------------------------------------------------
+
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=120)
+
+
+@FUZZ
+@given(
+    key=st.sampled_from(["", "k"]) | token_like | text,
+    body=st.binary(max_size=400) | json_values.map(lambda v: json.dumps(v).encode()),
+    signature=st.none() | header_text | header_text.map(lambda t: "v1=" + t),
+    webhook_id=st.none() | header_text,
+    standalone=st.booleans(),
+)
+def test_pagerduty_deliveries_never_fail_undocumented(
+    served: Served,
+    key: str,
+    body: bytes,
+    signature: str | None,
+    webhook_id: str | None,
+    standalone: bool,
+) -> None:
+    base = served.standalone if standalone else served.embedded
+    path = "/pagerduty/webhooks/" + quote(key, safe="")
+    headers = {"content-type": "application/json"}
+    if signature is not None:
+        headers["x-pagerduty-signature"] = signature
+    if webhook_id is not None:
+        headers["x-webhook-id"] = webhook_id
+    with httpx.Client(base_url=base) as client:
+        response = client.post(path, content=body, headers=headers)
+    if response.status_code == 307 and path.endswith("/"):
+        return  # an empty key: Starlette's trailing-slash redirect
+    assert_documented(response, PAGES[("POST", "/pagerduty/webhooks/{key}")], (path, body[:80]))
