@@ -167,11 +167,8 @@ class ConnectionRow:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NewPending:
-    """A pending authorization: what the callback needs, keyed by the hash of ``state``.
-
-    The state itself is never stored; ``verifier_ct`` is the encrypted PKCE verifier.
-    """
+class _Pending:
+    """The columns of a ``pending_authorizations`` row as written: what the callback needs."""
 
     state_hash: str = field(repr=False)
     owner: str
@@ -187,6 +184,14 @@ class NewPending:
     # A re-consent: the connection an approval updates in place.
     connection_id: str | None = None
 
+
+@dataclass(frozen=True, kw_only=True)
+class NewPending(_Pending):
+    """A pending authorization: what the callback needs, keyed by the hash of ``state``.
+
+    The state itself is never stored; ``verifier_ct`` is the encrypted PKCE verifier.
+    """
+
     def __post_init__(self) -> None:
         if not isinstance(self.state_hash, str) or not _STATE_HASH.fullmatch(self.state_hash):
             raise ValueError("state_hash must be a lowercase hex SHA-256 digest")
@@ -199,21 +204,10 @@ class NewPending:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PendingRow:
+class PendingRow(_Pending):
     """One consumed row of ``pending_authorizations``; the caller checks expiry and binding."""
 
-    state_hash: str = field(repr=False)
-    owner: str
-    binding_hash: str = field(repr=False)
-    verifier_ct: str = field(repr=False)
-    redirect_uri: str
-    scopes: str
-    return_to: str | None
     created_at: float
-    expires_at: float
-    expected_account: str | None = None
-    expected_user: str | None = None
-    connection_id: str | None = None
 
     def is_expired(self, now: float) -> bool:
         return now >= self.expires_at
