@@ -208,7 +208,7 @@ def _redact_arg(value: object) -> object:
     return value
 
 
-# Log injection (docs/SECURITY.md, Step 11 item 4): values that reach a text line may come from
+# Log injection (docs/SECURITY.md item 50): values that reach a text line may come from
 # outside (owner ids, error descriptions). In the message, every control character and every
 # Unicode line or paragraph separator is written as an escape, so one record is one line for any
 # tool that splits lines; context fields that are not plain tokens are JSON-quoted, so a value

@@ -7,7 +7,7 @@ includes U+0085 NEXT LINE), no Unicode line or paragraph separator (U+2028, U+20
 bidirectional control (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069: they reorder what
 a reader sees), no lone surrogate, and no space at either end. Tools that split logs on Unicode
 line breaks would otherwise show a forged line, and bidi controls make an owner read as another
-(docs/SECURITY.md, log injection). :data:`OWNER_PATTERN` is the same rule as an ECMAScript /
+(docs/SECURITY.md item 50). :data:`OWNER_PATTERN` is the same rule as an ECMAScript /
 JSON Schema pattern, so the API can publish exactly what it accepts.
 """
 

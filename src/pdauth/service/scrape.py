@@ -7,7 +7,7 @@ database layer. :class:`MetricsEndpoint` builds the registry on the first scrape
 and so the store, is created lazily) and answers 501 naming ``pdauth[metrics]`` when
 prometheus-client is not installed.
 
-Who may scrape (docs/SECURITY.md, Step 11 item 3): with ``PDAUTH_METRICS_TOKEN`` set, only a
+Who may scrape (docs/SECURITY.md item 49): with ``PDAUTH_METRICS_TOKEN`` set, only a
 request carrying ``Authorization: Bearer <token>`` (compared in constant time; 401 otherwise);
 without it, only a client on loopback — the socket peer, or the address a trusted proxy
 forwarded for (``PDAUTH_TRUSTED_PROXIES``) — and everyone else gets 403 naming the setting.
