@@ -21,8 +21,7 @@ from starlette.requests import Request
 from pdauth.clock import FrozenClock
 from pdauth.config import Settings
 from pdauth.crypto import format_key, generate_key
-from pdauth.emulator import EmulatorConfig
-from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator.state import EmulatorClock
 from pdauth.service import create_app
 from pdauth.store import upgrade
 
@@ -70,10 +69,16 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def emulator() -> Starlette:
-    return create_emulator(EmulatorConfig())
+def emulator_clock() -> EmulatorClock:
+    return EmulatorClock()  # these tests run the service on the system clock
 
 
+@pytest.fixture
+def emulator(emulator_app: Starlette) -> Starlette:
+    return emulator_app
+
+
+# The root emulator_client reaches http://emulator; the service's settings point at EMULATOR_BASE.
 @pytest.fixture
 async def emulator_client(emulator: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
