@@ -12,6 +12,8 @@ from starlette.applications import Starlette
 from pdauth.clock import FrozenClock
 from pdauth.emulator import EmulatorConfig
 from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator.state import EmulatorClock
+from tests.emulator_kit import make_emulator_state
 from tests.service.conftest import API_KEY, SERVICE_BASE, AppFactory, BrowserFactory, connect
 
 pytestmark = pytest.mark.anyio
@@ -224,7 +226,9 @@ async def test_access_token_vending_then_delete(
 async def test_a_grant_revoked_at_pagerduty_needs_reauth_and_can_be_reconnected(
     app_factory: AppFactory, browser_factory: BrowserFactory
 ) -> None:
-    emulator = create_emulator(EmulatorConfig(access_token_ttl=60))
+    emulator = create_emulator(
+        state=make_emulator_state(EmulatorConfig(access_token_ttl=60), clock=EmulatorClock())
+    )
     clock = FrozenClock(current=time.time())
     app = app_factory(clock=clock, emulator_=emulator)
     async with httpx.AsyncClient(
