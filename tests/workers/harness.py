@@ -8,7 +8,6 @@ requests); nothing patches httpx.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +16,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
 from pdauth.clock import FrozenClock
@@ -25,11 +23,11 @@ from pdauth.config import Settings
 from pdauth.connections import AuthorizationStart, Connection, Connector
 from pdauth.crypto import format_key, generate_key
 from pdauth.emulator import EmulatorConfig, create_app
-from pdauth.emulator.app import build_state
-from pdauth.emulator.state import EmulatorClock, EmulatorState, KeyRing
+from pdauth.emulator.state import EmulatorState
 from pdauth.store import AsyncStore, Store
+from tests.emulator_kit import EMULATOR_START as START
+from tests.emulator_kit import emulator_signing_key, make_emulator_state
 
-START = 1_800_000_000.0
 BASE = "http://127.0.0.1:9"
 DEMO_ID = "pdauth-demo"
 DEMO_SECRET = "pdauth-demo-secret"
@@ -39,10 +37,8 @@ EU_ADMIN = "admin@eurocorp.example"
 TEST_KEYS = format_key(generate_key("test1"))
 
 
-@functools.cache
-def signing_key() -> rsa.RSAPrivateKey:
-    """One RSA key per test session: generating a 2048-bit key per test is slow."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+# Other test modules import these from here; the emulator's start and key are tests/emulator_kit's.
+signing_key = emulator_signing_key
 
 
 def make_settings(base: str = BASE, **overrides: Any) -> Settings:
@@ -184,9 +180,7 @@ async def harness(
     connector_kwargs: dict[str, Any] | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[Harness]:
-    state = build_state(
-        config or EmulatorConfig(), clock=EmulatorClock(start=START), keys=KeyRing(signing_key())
-    )
+    state = make_emulator_state(config)  # frozen at START, like the FrozenClock below
     app = create_app(state=state)
     clock = FrozenClock(current=START)
     settings = make_settings(database_url=db_url, **settings_overrides)
