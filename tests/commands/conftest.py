@@ -21,10 +21,10 @@ from pdauth.commands import Runtime, use_runtime
 from pdauth.config import Settings
 from pdauth.connections import Connector
 from pdauth.emulator import EmulatorConfig, EmulatorServer, create_app
-from pdauth.emulator.app import build_state
-from pdauth.emulator.state import KeyRing as EmulatorKeys
+from pdauth.emulator.state import EmulatorClock
 from pdauth.store import ConnectionRow, Store
-from tests.workers.harness import DEMO_ID, DEMO_SECRET, TEST_KEYS, US_ADMIN, signing_key
+from tests.emulator_kit import make_emulator_state
+from tests.workers.harness import DEMO_ID, DEMO_SECRET, TEST_KEYS, US_ADMIN
 
 BASE = "http://127.0.0.1:9"
 SESSION_SECRET = "s" * 20 + "ession-secret-for-tests"
@@ -36,7 +36,7 @@ def sqlite_url(path: Path) -> str:
 
 
 def emulator_app(config: EmulatorConfig | None = None) -> Starlette:
-    return create_app(state=build_state(config, keys=EmulatorKeys(signing_key())))
+    return create_app(state=make_emulator_state(config, clock=EmulatorClock()))
 
 
 def base_env(db_url: str, base: str = BASE) -> dict[str, str]:
@@ -153,7 +153,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def emulator_server() -> Iterator[EmulatorServer]:
-    state = build_state(EmulatorConfig(), keys=EmulatorKeys(signing_key()))
+    state = make_emulator_state(clock=EmulatorClock())
     with EmulatorServer(state=state) as server:
         yield server
 
