@@ -30,16 +30,15 @@ from starlette.applications import Starlette
 from pdauth.config import Settings
 from pdauth.connections import Connection, Connector
 from pdauth.emulator import EmulatorConfig, create_app
-from pdauth.emulator.app import build_state
-from pdauth.emulator.state import EmulatorClock, EmulatorState, KeyRing
+from pdauth.emulator.state import EmulatorState
 from pdauth.store import AsyncStore, ConnectionRow, Store
+from tests.emulator_kit import make_emulator_state
 from tests.workers.harness import (
     DEMO_ID,
     DEMO_REDIRECT,
     DEMO_SECRET,
     TEST_KEYS,
     US_ADMIN,
-    signing_key,
 )
 
 __all__ = [
@@ -276,11 +275,7 @@ async def rig(
     database_url: str, config: EmulatorConfig | None = None, **settings_overrides: Any
 ) -> AsyncIterator[Rig]:
     """A migrated database, an in-process emulator and pdauth wired to them."""
-    state = build_state(
-        config or EmulatorConfig(rate_limit=1_000_000),
-        clock=EmulatorClock(start=START),
-        keys=KeyRing(signing_key()),
-    )
+    state = make_emulator_state(config or EmulatorConfig(rate_limit=1_000_000), start=START)
     app = create_app(state=state)
     sync_store = Store(database_url)
     sync_store.upgrade()
