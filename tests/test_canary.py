@@ -44,16 +44,15 @@ from pdauth.config import Settings
 from pdauth.crypto import format_key, generate_key
 from pdauth.emulator import EmulatorConfig
 from pdauth.emulator import create_app as create_emulator
-from pdauth.emulator.app import build_state
 from pdauth.emulator.server import EmulatorServer
-from pdauth.emulator.state import EmulatorClock, EmulatorState, KeyRing
+from pdauth.emulator.state import EmulatorState
 from pdauth.logs import configure_logging
 from pdauth.service import create_app
 from pdauth.service.server import bind_socket, uvicorn_config
 from pdauth.store import upgrade
+from tests.emulator_kit import make_emulator_state
 from tests.service.conftest import ADMIN_PASSWORD, API_KEY, CLIENT_SECRET, SESSION_SECRET
 from tests.test_connections_canary import encodings
-from tests.workers.harness import signing_key
 
 pytestmark = pytest.mark.anyio
 
@@ -392,11 +391,7 @@ def serve_with_access_log(app: ASGIApp, sock: Any) -> Iterator[None]:
 
 def emulator_app(secrets: Secrets) -> Starlette:
     # Both clocks start at START: the id_token's iat/exp are checked against pdauth's clock.
-    state = build_state(
-        EmulatorConfig(access_token_ttl=3600),
-        clock=EmulatorClock(start=START),
-        keys=KeyRing(signing_key()),
-    )
+    state = make_emulator_state(EmulatorConfig(access_token_ttl=3600), start=START)
     app = create_emulator(state=state)
     app.add_middleware(TokenEndpointRecorder, secrets=secrets)
     return app
