@@ -15,8 +15,9 @@ from starlette.applications import Starlette
 
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
-from pdauth.emulator.state import EmulatorState
+from pdauth.emulator.state import EmulatorClock, EmulatorState
 from pdauth.errors import NeedsReauthError
+from tests.emulator_kit import make_emulator_state
 
 BASE = "http://127.0.0.1"  # any loopback URL: ASGITransport never opens a socket
 DEMO_ID = "pdauth-demo"
@@ -33,7 +34,10 @@ class Emulator:
 
     @classmethod
     def create(cls, **config: Any) -> Emulator:
-        return cls(create_app(EmulatorConfig(**config)))
+        # The system clock, as these tests always had; the signing key is the run's shared one.
+        return cls(
+            create_app(state=make_emulator_state(EmulatorConfig(**config), clock=EmulatorClock()))
+        )
 
     @property
     def state(self) -> EmulatorState:
