@@ -17,7 +17,9 @@ from pdauth.config import Settings
 from pdauth.crypto import format_key, generate_key
 from pdauth.emulator import EmulatorConfig
 from pdauth.emulator.server import EmulatorServer
+from pdauth.emulator.state import EmulatorClock
 from pdauth.store import upgrade
+from tests.emulator_kit import make_emulator_state
 
 CLIENT_ID = "pdauth-host-app"
 CLIENT_SECRET = "host-app-client-secret-0123456789"
@@ -28,7 +30,8 @@ USER = "admin@acme.example"
 @contextmanager
 def emulator(*redirect_uris: str, config: EmulatorConfig | None = None) -> Iterator[str]:
     """A real-socket emulator with an OAuth app for ``redirect_uris``; yields its base URL."""
-    with EmulatorServer(config or EmulatorConfig()) as server:
+    # The system clock: the host apps under test run on real time.
+    with EmulatorServer(state=make_emulator_state(config, clock=EmulatorClock())) as server:
         answer = httpx.post(
             server.url + "/_emulator/apps",
             json={
