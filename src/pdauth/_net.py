@@ -11,10 +11,12 @@ the client side it tests.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol, Self
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "ThreadedServer",
     "bind_socket",
     "format_url",
+    "keep_access_logger",
     "start_daemon",
 ]
 
@@ -196,3 +199,20 @@ class ThreadedServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@contextmanager
+def keep_access_logger() -> Iterator[None]:
+    """Keep the process-wide ``uvicorn.access`` logger as it was around a ``uvicorn.Config``.
+
+    ``uvicorn.Config(access_log=False)`` empties that logger's handlers and stops its
+    propagation for the whole process, so a quiet background server (the emulator, a test's
+    service) would silence the access log of another uvicorn in the same process — the demo's
+    service, or a host app serving pdauth's redacted access log.
+    """
+    logger = logging.getLogger("uvicorn.access")
+    saved = (logger.handlers[:], logger.propagate)
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = saved

@@ -39,6 +39,16 @@ class Captured(logging.Handler):
 def served(app: FastAPI, sock: object, log: Captured) -> Iterator[uvicorn.Server]:
     """``uvicorn app:create_app --factory`` as a user runs it: default logging, access log
     on, lifespan on; on a background thread."""
+    # uvicorn's default logging config rewires the process-wide "uvicorn.*" loggers; put them
+    # back afterwards so later tests in this process see the logging they set up.
+    saved = {
+        name: (
+            logging.getLogger(name).handlers[:],
+            logging.getLogger(name).propagate,
+            logging.getLogger(name).level,
+        )
+        for name in ("uvicorn", "uvicorn.access", "uvicorn.error")
+    }
     server = uvicorn.Server(uvicorn.Config(app, access_log=True, lifespan="on", log_level="info"))
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addHandler(log)
@@ -61,9 +71,10 @@ def served(app: FastAPI, sock: object, log: Captured) -> Iterator[uvicorn.Server
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-        for name in ("uvicorn.access", "uvicorn.error"):
-            logging.getLogger(name).removeHandler(log)
-        logging.getLogger("uvicorn.error").removeHandler(watcher)
+        for name, (handlers, propagate, level) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
 
 
 def test_the_fastapi_example_connects_lists_incidents_and_delivers_a_webhook(

@@ -18,7 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.config import LOGGING_CONFIG
 
-from pdauth._net import ThreadedServer, bind_socket, format_url
+from pdauth._net import ThreadedServer, bind_socket, format_url, keep_access_logger
 from pdauth.emulator.app import create_app
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.state import EmulatorState
@@ -40,10 +40,21 @@ def uvicorn_config(
     info and gives requests 2 s to finish on stop; in the background (tests, the demo) it keeps
     quiet and gives them 1 s, so a request parked by an injected "timeout" fault does not hold
     up ``stop()``."""
+    if foreground:
+        return _config(app, certfile, keyfile, foreground=True)
+    with keep_access_logger():
+        return _config(app, certfile, keyfile, foreground=False)
+
+
+def _config(
+    app: Starlette, certfile: Path | None, keyfile: Path | None, *, foreground: bool
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         log_config=LOGGING_CONFIG if foreground else None,
-        log_level="info" if foreground else "warning",
+        # In the background uvicorn must not set the level of the process-wide "uvicorn.*"
+        # loggers: the host (the demo, a test) may serve its own access log through them.
+        log_level="info" if foreground else None,
         access_log=False,
         lifespan="off",
         ws="none",

@@ -17,7 +17,7 @@ import socket
 import uvicorn
 from starlette.types import ASGIApp
 
-from pdauth._net import ThreadedServer, bind_socket
+from pdauth._net import ThreadedServer, bind_socket, keep_access_logger
 
 __all__ = ["ServiceServer", "bind_socket", "uvicorn_config"]
 
@@ -26,14 +26,16 @@ def uvicorn_config(
     app: ASGIApp,
     *,
     access_log: bool = True,
-    log_level: str = "info",
+    log_level: str | None = "info",
     certfile: str | None = None,
     keyfile: str | None = None,
 ) -> uvicorn.Config:
     config = uvicorn.Config(
         app,
         log_config=None,
-        log_level=log_level.lower(),
+        # None leaves the process-wide "uvicorn.*" logger levels as they are (a background
+        # server must not silence the access log of another uvicorn in the same process).
+        log_level=log_level.lower() if log_level is not None else None,
         access_log=access_log,
         lifespan="on",
         ws="none",
@@ -80,6 +82,7 @@ class ServiceServer(ThreadedServer):
         self.app = app
 
     def make_server(self) -> uvicorn.Server:
-        config = uvicorn_config(self.app, access_log=False, log_level="warning")
+        with keep_access_logger():  # a test's server must not silence the host's access log
+            config = uvicorn_config(self.app, access_log=False, log_level=None)
         config.load()
         return uvicorn.Server(config)
