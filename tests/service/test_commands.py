@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import stat
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -21,84 +15,12 @@ import pytest
 from pdauth.crypto import format_key, generate_key
 from pdauth.service.server import bind_socket
 from pdauth.store import upgrade
+from tests.processes import clean_env as _env
+from tests.processes import running
 
 pytestmark = pytest.mark.slow
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-class Process:
-    """A child process whose output is collected by threads (no pipe can fill up)."""
-
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "pdauth", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._threads = [
-            threading.Thread(
-                target=self._drain, args=(self.popen.stdout, self.stdout), daemon=True
-            ),
-            threading.Thread(
-                target=self._drain, args=(self.popen.stderr, self.stderr), daemon=True
-            ),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    @staticmethod
-    def _drain(stream, into: list[str]) -> None:
-        for line in stream:
-            into.append(line)
-        stream.close()
-
-    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            for line in list(self.stdout):
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        pytest.fail(f"no {pattern!r} in output:\n{''.join(self.stdout)}\n{''.join(self.stderr)}")
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-        try:
-            code = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-            pytest.fail("the process did not stop on a signal")
-        for thread in self._threads:
-            thread.join(timeout=5)
-        return code
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDAUTH_")}
-    env.update(extra)
-    return env
-
-
-@contextmanager
-def running(args: list[str], cwd: Path, env: dict[str, str]) -> Iterator[Process]:
-    process = Process(args, cwd, env)
-    try:
-        yield process
-    finally:
-        if process.popen.poll() is None:
-            process.stop()
 
 
 def _free_demo_port() -> int:
