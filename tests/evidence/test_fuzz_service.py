@@ -651,7 +651,8 @@ def test_every_route_that_takes_input_is_fuzzed(tmp_path: Any) -> None:
 
 # -- PagerDuty's webhook deliveries -------------------------------------------------------------
 
-header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=120)
+# Visible ASCII: what an HTTP client can send as a header value at all (h11 refuses the rest).
+header_text = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=120)
 
 
 @FUZZ
