@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 import jinja2
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from pdauth.clock import SystemClock
 from pdauth.connections import PENDING_TTL, Connection, safe_return_to
 from pdauth.errors import ConfigurationError, ConnectionNotFoundError, PdauthError, StoreError
 from pdauth.logs import protect_host_loggers
@@ -37,6 +37,8 @@ from pdauth.service.views import FLOW_FAILURES, FlowFailure
 from pdauth.sync_connector import SyncConnector
 
 __all__ = ["BINDING_COOKIE", "BlockingFlow", "Csrf", "Reply", "Urls"]
+
+_SYSTEM = SystemClock()  # the default when a caller gives no time of its own
 
 BINDING_COOKIE: Final = "pdauth_binding"
 MAX_FLOWS = 10
@@ -191,7 +193,7 @@ class BlockingFlow:
         existing = self._read(binding_cookie)
         if existing is not None and hmac.compare_digest(existing.get("o", ""), owner_tag):
             flows = existing["f"][-(MAX_FLOWS - 1) :]  # this owner's other tabs keep theirs
-        flows.append([self._tag("state", start.state), start.binding, time.time()])
+        flows.append([self._tag("state", start.state), start.binding, _SYSTEM.now()])
         cookie = self._cookies.dumps({"o": owner_tag, "f": flows})
         return Reply(303, location=start.url, binding_cookie=cookie)
 

@@ -21,7 +21,6 @@ import hmac
 import json
 import math
 import secrets
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
 
@@ -30,6 +29,7 @@ from itsdangerous.encoding import base64_decode, base64_encode
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from pdauth.clock import SystemClock
 from pdauth.returnto import safe_return_to
 from pdauth.service.connect_sessions import ConnectSession, validate_owner
 
@@ -42,6 +42,8 @@ __all__ = [
     "FlowBinding",
     "new_session",
 ]
+
+_SYSTEM = SystemClock()  # the default when a caller gives no time of its own
 
 MAX_COOKIE_LENGTH = 4096
 SESSION_LIFETIME = 12 * 3600.0  # a browser session, even an idle one, ends after this
@@ -82,7 +84,7 @@ class CookieSigner:
     def sign(self, data: dict[str, Any], now: float | None = None) -> str:
         """``data`` as a signed cookie value, timestamped ``now`` (default: the system clock)."""
         raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        signer = _SignerAt(self._secret, self._salt, time.time() if now is None else now)
+        signer = _SignerAt(self._secret, self._salt, _SYSTEM.now() if now is None else now)
         return signer.sign(base64_encode(raw)).decode("ascii")
 
     def unsign(
@@ -92,7 +94,7 @@ class CookieSigner:
         older than ``max_age`` seconds or signed more than a minute in the future."""
         if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
             return None
-        clock = time.time() if now is None else now
+        clock = _SYSTEM.now() if now is None else now
         signer = _SignerAt(self._secret, self._salt, clock)
         try:
             payload, signed_at = signer.unsign(value, return_timestamp=True)
@@ -370,7 +372,7 @@ class CookieJar:
         self, response: Response, cookie: BindingCookie, now: float | None = None
     ) -> None:
         if now is None:  # signed when its newest flow began
-            now = max((f.created_at for f in cookie.flows), default=time.time())
+            now = max((f.created_at for f in cookie.flows), default=_SYSTEM.now())
         value = self._binding.sign(
             {
                 "o": cookie.owner_tag,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 from typing import Any, Protocol
 
 from pdauth.clock import Clock
@@ -114,7 +113,9 @@ class RedisLimiter:
                 wait = 0.0
             else:
                 stats = await self._limiter.get_window_stats(self._item, name)
-                wait = max(1.0, math.ceil(stats.reset_time - time.time()))
+                wait = max(
+                    1.0, math.ceil(stats.reset_time - self._clock.now())
+                )  # wall time, as limits keeps it
         except StorageError as exc:
             if self._down_until is None:
                 log.warning(
