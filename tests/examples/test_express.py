@@ -15,18 +15,15 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from pdauth.service import create_app
-from pdauth.service.server import bind_socket
+from pdauth.service.server import ServiceServer, bind_socket
 from tests.integrations.sync_flow import consent, emulator, host_settings, path_and_query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,24 +63,6 @@ def installed_example() -> Path:
 
 
 @contextmanager
-def serve(app: object, sock: object) -> Iterator[None]:
-    config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False)  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    try:
-        while not server.started:
-            assert thread.is_alive(), "the service did not start"
-            assert time.monotonic() < deadline, "the service did not start in time"
-            time.sleep(0.005)
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
-@contextmanager
 def node_server(folder: Path, service_url: str) -> Iterator[str]:
     env = {**os.environ, "PDAUTH_URL": service_url, "PDAUTH_API_KEY": API_KEY, "PORT": "0"}
     with subprocess.Popen(
@@ -114,7 +93,10 @@ def test_express_lists_incidents_through_the_proxy(tmp_path: Path) -> None:
             settings = host_settings(
                 emulator_url, service_url + "/callback", str(tmp_path / "db"), api_keys=API_KEY
             )
-            with serve(create_app(settings), sock), node_server(folder, service_url) as express:
+            with (
+                ServiceServer(create_app(settings), sock=sock),
+                node_server(folder, service_url) as express,
+            ):
                 with httpx.Client() as browser:
                     # Nobody connected yet: the backend sends the user to connect.
                     first = browser.get(f"{express}/incidents?user=alice")
