@@ -51,6 +51,17 @@ def _flow(service: str, emulator: str) -> tuple[str, str]:
         return query["code"], query["state"]
 
 
+def _wait_for_subscription(service: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=service) as browser:
+        link = browser.get("/").text.split('href="/connections/')[1].split('"')[0]
+        while time.monotonic() < deadline:
+            if 'id="pd-events">active' in browser.get(f"/connections/{link}").text:
+                return
+            time.sleep(0.2)
+    pytest.fail("the demo keeper did not subscribe the new connection within a minute")
+
+
 def test_demo_starts_connects_restarts_and_stops(tmp_path: Path) -> None:
     port = _free_demo_port()
     args = [
@@ -69,6 +80,10 @@ def test_demo_starts_connects_restarts_and_stops(tmp_path: Path) -> None:
         emulator = demo.wait_for(r"emulator\s+(http://127\.0\.0\.1:\d+)").group(1)
         service = f"http://127.0.0.1:{port}"
         code, state = _flow(service, emulator)
+        # Stop only once the keeper has subscribed the connection to PagerDuty's webhooks:
+        # otherwise the restarted keeper's first pass retries that with the forgotten token
+        # and (rightly) marks the connection needs_reauth before this test looks at it.
+        _wait_for_subscription(service)
         assert demo.stop(signal.SIGINT) == 0
     logs = "".join(demo.stdout + demo.stderr)
     assert "GET /callback?code=[redacted]&state=[redacted]" in logs
