@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from pdauth.store.base import error_message, page_limit
 from pdauth.store.database import Store
 from pdauth.store.records import NewEvent
-from pdauth.store.schema import connections, metadata, retry_schedule
+from pdauth.store.schema import connections, metadata
+from pdauth.store.snapshots import pd_deliveries_0003, pd_subscriptions_0003
 
 __all__ = [
     "SUBSCRIPTION_STATES",
@@ -53,30 +54,8 @@ SUBSCRIPTION_STATES: Final = (
     "deleted",
 )
 
-pd_subscriptions = sa.Table(
-    "pd_subscriptions",
-    metadata,
-    sa.Column("connection_id", sa.String(40), primary_key=True),
-    sa.Column("key", sa.String(64), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("pd_subscription_id", sa.String(64), nullable=True),
-    sa.Column("secret_ct", sa.Text(), nullable=True),
-    sa.Column("events", sa.Text(), nullable=False),
-    *retry_schedule(),
-    sa.Column("created_at", sa.Double(), nullable=False),
-    sa.Column("updated_at", sa.Double(), nullable=False),
-    sa.UniqueConstraint("key"),
-)
-
-pd_deliveries = sa.Table(
-    "pd_deliveries",
-    metadata,
-    sa.Column("webhook_id", sa.String(128), primary_key=True),
-    sa.Column("subscription_key", sa.String(64), nullable=False),
-    sa.Column("connection_id", sa.String(40), nullable=False),
-    sa.Column("received_at", sa.Double(), nullable=False),
-    sa.Index("ix_pd_deliveries_received_at", "received_at"),
-)
+pd_subscriptions = sa.Table("pd_subscriptions", metadata, *pd_subscriptions_0003())
+pd_deliveries = sa.Table("pd_deliveries", metadata, *pd_deliveries_0003())
 
 _s = pd_subscriptions.c
 _d = pd_deliveries.c

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from pdauth.store.snapshots import admin_sessions_0002
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -23,16 +25,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "admin_sessions",
-        sa.Column("id_hash", sa.String(64), nullable=False),
-        sa.Column("password_fingerprint", sa.String(64), nullable=False),
-        sa.Column("created_at", sa.Double(), nullable=False),
-        sa.Column("last_seen_at", sa.Double(), nullable=False),
-        sa.Column("expires_at", sa.Double(), nullable=False),
-        sa.PrimaryKeyConstraint("id_hash", name=op.f("pk_admin_sessions")),
-    )
-    op.create_index("ix_admin_sessions_expires_at", "admin_sessions", ["expires_at"])
+    op.create_table("admin_sessions", *admin_sessions_0002())  # with its index
     op.add_column("pending_authorizations", sa.Column("expected_account", sa.Text(), nullable=True))
     op.add_column("pending_authorizations", sa.Column("expected_user", sa.Text(), nullable=True))
     op.add_column(
