@@ -6,6 +6,7 @@ database. The emulator's counters show whether a code was ever exchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import AsyncIterator
@@ -16,7 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdauth.connections import Connection, Connector, revocation_binding, safe_return_to
+from pdauth.connections import (
+    Connection,
+    Connector,
+    LastError,
+    revocation_binding,
+    safe_return_to,
+)
 from pdauth.emulator import EmulatorConfig
 from pdauth.errors import (
     AuthorizationDeniedError,
@@ -204,6 +211,41 @@ def test_from_row_keeps_the_operator_fields_but_never_a_secret() -> None:
     assert conn.refresh_expires_at == 1_807_776_000.0
     assert "SECRET" not in repr(conn)
     assert "token_version" not in repr(conn)
+
+
+def test_from_row_sets_every_field_of_the_connection_from_the_row() -> None:
+    # Every value of _row() is distinct, so a field left out of from_row (a name dropped
+    # from its tuple of same-name columns) shows here as a default or a wrong value.
+    row = _row(missing_scopes="write admin")
+    conn = Connection.from_row(row, URLS, required_scopes=("read", "schedules.read"))
+    expected = {
+        "id": "c-1",
+        "owner": "user-1",
+        "kind": "user",
+        "region": "eu",
+        "account_id": "PACCT",
+        "subdomain": "acme",
+        "user_id": "PUSER",
+        "user_name": "Ada",
+        "user_email": "ada@acme.example",
+        "scopes": frozenset({"openid", "read", "write"}),
+        "status": "active",
+        "api_base_url": "https://api.eu.pagerduty.com",
+        "created_at": 1_800_000_000.0,
+        "updated_at": 1_800_000_001.0,
+        "last_refreshed_at": 1_800_000_002.0,
+        "access_expires_at": 1_800_000_060.0,
+        "last_error": LastError("invalid_grant", "refresh token expired", 1_800_000_004.0),
+        "delegation_id": "PDELEG",
+        "last_used_at": 1_800_000_003.0,
+        "refresh_expires_at": 1_807_776_000.0,
+        "token_version": 3,
+        "key_id": "k1",
+        "refresh_lease_until": 1_800_000_030.0,
+        "missing_scopes": frozenset({"admin", "schedules.read"}),
+    }
+    assert {f.name for f in dataclasses.fields(Connection)} == set(expected)
+    assert {name: getattr(conn, name) for name in expected} == expected
 
 
 async def test_an_eu_account_gets_the_eu_api(h: Harness) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from pdauth.oauth import missing_scopes as scopes_not_in
 from pdauth.store import ConnectionRow
@@ -39,6 +39,29 @@ class LastError:
     code: str
     message: str | None
     at: float | None
+
+
+# The fields of :class:`Connection` copied unchanged from the :class:`ConnectionRow` column
+# of the same name; ``from_row`` sets the renamed and derived ones itself. Never a secret
+# column here (``*_ct``, ``lease_owner``): the view is secret-free.
+_SAME_NAME_FIELDS: Final = (
+    "id",
+    "owner",
+    "kind",
+    "region",
+    "account_id",
+    "subdomain",
+    "status",
+    "created_at",
+    "updated_at",
+    "last_refreshed_at",
+    "access_expires_at",
+    "delegation_id",
+    "last_used_at",
+    "refresh_expires_at",
+    "token_version",
+    "key_id",
+)
 
 
 @dataclass(frozen=True)
@@ -96,30 +119,16 @@ class Connection:
             if row.last_error_code is not None
             else None
         )
+        same_name: dict[str, Any] = {name: getattr(row, name) for name in _SAME_NAME_FIELDS}
         return cls(
-            id=row.id,
-            owner=row.owner,
-            kind=row.kind,
-            region=row.region,
-            account_id=row.account_id,
-            subdomain=row.subdomain,
+            **same_name,
             user_id=row.pd_user_id,
             user_name=row.pd_user_name,
             user_email=row.pd_user_email,
             scopes=granted,
-            status=row.status,
             # From the validated region only, never from request input (docs/SECURITY.md item 21).
             api_base_url=api_base_urls[row.region],
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            last_refreshed_at=row.last_refreshed_at,
-            access_expires_at=row.access_expires_at,
             last_error=error,
-            delegation_id=row.delegation_id,
-            last_used_at=row.last_used_at,
-            refresh_expires_at=row.refresh_expires_at,
-            token_version=row.token_version,
-            key_id=row.key_id,
             refresh_lease_until=row.lease_until,
             missing_scopes=missing if row.kind == "user" else frozenset(),
         )
