@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from pdauth.client.urls import DEFAULT_BASE_URL
 from pdauth.errors import AuthenticationError
@@ -40,57 +40,73 @@ class TokenSource(Protocol):
         ...
 
 
-def _fingerprint(kind: str, secret: str) -> str:
-    # A hash prefix is enough to tell credentials apart and says nothing usable about them.
-    digest = hashlib.sha256(f"{kind}\0{secret}".encode()).hexdigest()[:16]
-    return f"{kind}:{digest}"
+class _FixedCredential:
+    """What :class:`StaticToken` and :class:`ApiKeyToken` share: one secret that never
+    changes, checked on creation, sent after a fixed scheme and never refreshed.
 
+    A subclass is a frozen dataclass holding the secret in its public field (out of the
+    repr), points :attr:`_secret` at it and sets the four class constants below.
+    """
 
-def _check(secret: str, what: str) -> None:
-    if not secret or not secret.isprintable() or secret != secret.strip() or len(secret) > 4096:
-        raise ValueError(f"the {what} must be a non-empty printable string without spaces")
+    _kind: ClassVar[str]  # names the credential type in its pacing key
+    _what: ClassVar[str]  # names the credential in the message refusing a malformed one
+    _scheme: ClassVar[str]  # what precedes the secret in the header value
+    _not_refreshable: ClassVar[str]  # the message of the 401 a refresh raises
+
+    @property
+    def _secret(self) -> str:
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        secret = self._secret
+        if not secret or not secret.isprintable() or secret != secret.strip() or len(secret) > 4096:
+            raise ValueError(
+                f"the {self._what} must be a non-empty printable string without spaces"
+            )
+
+    @cached_property
+    def pacing_key(self) -> str:
+        # A hash prefix is enough to tell credentials apart and says nothing usable about them.
+        digest = hashlib.sha256(f"{self._kind}\0{self._secret}".encode()).hexdigest()[:16]
+        return f"{self._kind}:{digest}"
+
+    async def authorization(self) -> str:
+        return f"{self._scheme}{self._secret}"
+
+    async def refresh(self, rejected: str) -> str:
+        raise AuthenticationError(401, self._not_refreshable)
 
 
 @dataclass(frozen=True)
-class StaticToken:
+class StaticToken(_FixedCredential):
     """An OAuth access token used as is (scripts, tests): ``Authorization: Bearer <token>``."""
 
     token: str = field(repr=False)
 
-    def __post_init__(self) -> None:
-        _check(self.token, "access token")
+    _kind = "bearer"
+    _what = "access token"
+    _scheme = "Bearer "
+    _not_refreshable = "PagerDuty rejected the access token and a static token cannot be refreshed"
 
-    @cached_property
-    def pacing_key(self) -> str:
-        return _fingerprint("bearer", self.token)
-
-    async def authorization(self) -> str:
-        return f"Bearer {self.token}"
-
-    async def refresh(self, rejected: str) -> str:
-        raise AuthenticationError(
-            401, "PagerDuty rejected the access token and a static token cannot be refreshed"
-        )
+    @property
+    def _secret(self) -> str:
+        return self.token
 
 
 @dataclass(frozen=True)
-class ApiKeyToken:
+class ApiKeyToken(_FixedCredential):
     """A PagerDuty REST API key: ``Authorization: Token token=<key>``."""
 
     key: str = field(repr=False)
 
-    def __post_init__(self) -> None:
-        _check(self.key, "API key")
+    _kind = "api_key"
+    _what = "API key"
+    _scheme = "Token token="
+    _not_refreshable = "PagerDuty rejected the API key; an API key has no refresh"
 
-    @cached_property
-    def pacing_key(self) -> str:
-        return _fingerprint("api_key", self.key)
-
-    async def authorization(self) -> str:
-        return f"Token token={self.key}"
-
-    async def refresh(self, rejected: str) -> str:
-        raise AuthenticationError(401, "PagerDuty rejected the API key; an API key has no refresh")
+    @property
+    def _secret(self) -> str:
+        return self.key
 
 
 def token_source(token: str, kind: Literal["bearer", "api_key"]) -> TokenSource:
