@@ -34,6 +34,7 @@ from pdauth.errors import ConfigurationError, ConnectionNotFoundError, PdauthErr
 from pdauth.logs import protect_host_loggers
 from pdauth.service.flow import failure_kind, single_state
 from pdauth.service.views import FLOW_FAILURES, FlowFailure
+from pdauth.service.views import TEMPLATES as SERVICE_TEMPLATES
 from pdauth.sync_connector import SyncConnector
 
 __all__ = ["BINDING_COOKIE", "BlockingFlow", "Csrf", "Reply", "Urls"]
@@ -49,7 +50,15 @@ _STATUS_LABELS: Final = {
     "revoked": "Disconnected",
 }
 _TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    # The embedded pages, and the service's templates for the page head they share with it.
+    loader=jinja2.PrefixLoader(
+        {
+            "pdauth_embedded": jinja2.FileSystemLoader(
+                Path(__file__).parent / "templates" / "pdauth_embedded"
+            ),
+            "pdauth_service": jinja2.FileSystemLoader(SERVICE_TEMPLATES),
+        }
+    ),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
