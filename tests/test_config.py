@@ -33,6 +33,7 @@ URL_FIELDS = [
     "PDAUTH_ISSUER",
     "PDAUTH_API_URL",
     "PDAUTH_API_URL_EU",
+    "PDAUTH_PUBLIC_URL",
 ]
 
 # Canary secrets: none of these may ever show up in a repr, str or error message.
@@ -306,6 +307,21 @@ def test_queries_are_refused_except_on_the_redirect_uri(variable: str, url: str)
 def test_redirect_uri_may_carry_a_query() -> None:
     settings = Settings.from_env(env(redirect_uri="https://app.example.com/cb?tenant=a"))
     assert settings.redirect_uri == "https://app.example.com/cb?tenant=a"
+
+
+def test_base_urls_lose_a_trailing_slash_and_the_others_keep_it() -> None:
+    settings = Settings.from_env(
+        env(
+            public_url="https://app.example.com/pdauth/",
+            api_url="https://api.example.com/",
+            token_url="https://identity.example.com/oauth/token/",
+            redirect_uri="https://app.example.com/cb/",
+        )
+    )
+    assert settings.public_url == "https://app.example.com/pdauth"
+    assert settings.api_url == "https://api.example.com"
+    assert settings.token_url == "https://identity.example.com/oauth/token/"
+    assert settings.redirect_uri == "https://app.example.com/cb/"
 
 
 def test_surrounding_whitespace_is_stripped() -> None:

@@ -62,8 +62,9 @@ _TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path, not a password
 _JWKS_PATH = "/global/oauth/anonymous/jwks"
 _DISCOVERY_PATH = "/global/oauth/anonymous/.well-known/openid-configuration"
 
-# Base URLs get paths appended, so a trailing slash is dropped and a query refused.
-_BASE_URL_FIELDS = ("identity_url", "api_url", "api_url_eu")
+# Base URLs (the service's public URL too) get paths appended, so a trailing slash is
+# dropped and a query refused.
+_BASE_URL_FIELDS = ("identity_url", "api_url", "api_url_eu", "public_url")
 # Complete endpoint URLs (and the issuer, compared byte for byte): kept exactly as given.
 _ENDPOINT_FIELDS = (
     "authorize_url",
@@ -73,6 +74,9 @@ _ENDPOINT_FIELDS = (
     "discovery_url",
     "issuer",
 )
+# URLs used as given, query included: the redirect URI must equal the registered one byte for
+# byte (RFC 6749 §3.1.2, §4.1.3), and the webhook URL is the host application's to shape.
+_QUERY_URL_FIELDS = ("redirect_uri", "webhook_url")
 # Optional fields where an empty variable means "not set".
 _EMPTY_IS_UNSET = (
     *_ENDPOINT_FIELDS,
@@ -306,23 +310,20 @@ class Settings(BaseSettings):
             raise ValueError("PDAUTH_LOG_LEVEL must be one of " + ", ".join(_LOG_LEVELS))
         return level
 
-    @field_validator("redirect_uri")
-    @classmethod
-    def _redirect_uri(cls, value: str) -> str:
-        # Kept byte for byte: it must equal the registered URI (RFC 6749 §3.1.2, §4.1.3).
-        return check_url(value, "PDAUTH_REDIRECT_URI", allow_query=True)
-
     @field_validator(*_BASE_URL_FIELDS)
     @classmethod
-    def _base_url(cls, value: str, info: ValidationInfo) -> str:
-        return check_url(value, _env(_field(info)), allow_query=False).rstrip("/")
-
-    @field_validator(*_ENDPOINT_FIELDS)
-    @classmethod
-    def _endpoint_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        return check_url(value, _env(_field(info)), allow_query=False)
+        return check_url(value, _env(_field(info)), allow_query=False).rstrip("/")
+
+    @field_validator(*_ENDPOINT_FIELDS, *_QUERY_URL_FIELDS)
+    @classmethod
+    def _exact_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        name = _field(info)
+        return check_url(value, _env(name), allow_query=name in _QUERY_URL_FIELDS)
 
     @field_validator("redis_url")
     @classmethod
@@ -340,13 +341,6 @@ class Settings(BaseSettings):
                 "(e.g. pdauth:)"
             )
         return value
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return check_url(value, "PDAUTH_PUBLIC_URL", allow_query=False).rstrip("/")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -408,13 +402,6 @@ class Settings(BaseSettings):
                 "(a public client sends only its client id)"
             )
         return self
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _webhook_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return check_url(value, "PDAUTH_WEBHOOK_URL", allow_query=True)
 
     @field_validator("lease_seconds", "keeper_interval", "refresh_horizon")
     @classmethod
