@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal, Self, cast
 from urllib.parse import urlsplit
@@ -227,10 +227,7 @@ class Settings(BaseSettings):
         # The store's own rule, applied at start-up so a bad URL is a configuration error (exit
         # 2) naming PDAUTH_DATABASE_URL rather than a failure at the first query.
         if value:
-            try:
-                normalize_url(value)
-            except ConfigurationError as exc:
-                raise ValueError(str(exc)) from None
+            _apply_rule(normalize_url, value)
         return value
 
     @field_validator("client_secret")
@@ -255,11 +252,8 @@ class Settings(BaseSettings):
     @field_validator("encryption_keys")
     @classmethod
     def _encryption_keys(cls, value: SecretStr) -> SecretStr:
-        try:
-            KeyRing.from_config(value.get_secret_value())
-        except ConfigurationError as exc:
-            # The message names PDAUTH_ENCRYPTION_KEYS and never the value.
-            raise ValueError(str(exc)) from None
+        # The key ring's message names PDAUTH_ENCRYPTION_KEYS and never the value.
+        _apply_rule(KeyRing.from_config, value.get_secret_value())
         return value
 
     @field_validator("api_keys")
@@ -476,6 +470,15 @@ class Settings(BaseSettings):
 
 def _field(info: ValidationInfo) -> str:
     return cast(str, info.field_name)
+
+
+def _apply_rule(rule: Callable[[str], object], value: str) -> None:
+    """Check ``value`` with another module's ``rule``: its ConfigurationError becomes this
+    field's error, message only (``from None``: no chained exception rides along)."""
+    try:
+        rule(value)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _split_api_keys(value: SecretStr) -> list[str]:
