@@ -54,6 +54,7 @@ from typing import Protocol, TypeAlias
 
 import anyio
 
+from pdauth import token_policy
 from pdauth.clock import Clock, SystemClock
 from pdauth.config import Settings
 from pdauth.crypto import KeyRing
@@ -74,16 +75,16 @@ from pdauth.oauth import TokenSet, parse_scopes
 from pdauth.sealing import Sealer, connection_ad, token_ad
 from pdauth.store import AsyncStore, ConnectionRow, NewEvent
 from pdauth.token_policy import (
-    ACCESS_LIFETIME,
+    ACCESS_LIFETIME as ACCESS_LIFETIME,
     POLL_MAX,
     POLL_MIN,
-    REFRESH_DUE_FRACTION,
-    REFRESH_FRACTION,
-    REFRESH_LIFETIME,
+    REFRESH_DUE_FRACTION as REFRESH_DUE_FRACTION,
+    REFRESH_FRACTION as REFRESH_FRACTION,
+    REFRESH_LIFETIME as REFRESH_LIFETIME,
     RETRY_ATTEMPTS,
     Cached,
-    ConnectionTokenSource,
-    RefreshDueReport,
+    ConnectionTokenSource as ConnectionTokenSource,
+    RefreshDueReport as RefreshDueReport,
     Usable,
     backoff,
     dead_connection_error,
@@ -91,26 +92,16 @@ from pdauth.token_policy import (
     error_message,
     fresh_usable,
     is_transient,
-    refresh_at,
+    refresh_at as refresh_at,
     refreshed_event,
     wants_refresh,
 )
 
 log = logging.getLogger("pdauth.tokens")
 
-__all__ = [
-    "ACCESS_LIFETIME",
-    "REFRESH_DUE_FRACTION",
-    "REFRESH_FRACTION",
-    "REFRESH_LIFETIME",
-    "ConnectionTokenSource",
-    "RefreshDueReport",
-    "TokenManager",
-    "TokenStore",
-    "connection_binding",
-    "refresh_at",
-    "token_binding",
-]
+__all__ = ["TokenManager", "TokenStore", "connection_binding", "token_binding"]
+# The token policy's public names stay importable from here, where they lived first.
+__all__ += token_policy.__all__
 
 Sleep = Callable[[float], Awaitable[None]]
 
