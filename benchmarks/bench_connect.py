@@ -38,8 +38,7 @@ from starlette.requests import Request
 
 from pdauth.config import Settings
 from pdauth.crypto import format_key, generate_key
-from pdauth.emulator import EmulatorConfig
-from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator import EmulatorConfig, create_app as create_emulator
 from pdauth.service import create_app
 from pdauth.store import upgrade
 

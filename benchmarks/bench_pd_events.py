@@ -44,8 +44,7 @@ from starlette.applications import Starlette
 from pdauth.config import Settings
 from pdauth.connections import Connector
 from pdauth.crypto import format_key, generate_key
-from pdauth.emulator import EmulatorConfig
-from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator import EmulatorConfig, create_app as create_emulator
 from pdauth.emulator.app import build_state
 from pdauth.emulator.state import EmulatorClock, EmulatorState, KeyRing
 from pdauth.keeper import Keeper

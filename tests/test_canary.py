@@ -42,8 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pdauth.clock import FrozenClock
 from pdauth.config import Settings
 from pdauth.crypto import format_key, generate_key
-from pdauth.emulator import EmulatorConfig
-from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator import EmulatorConfig, create_app as create_emulator
 from pdauth.emulator.server import EmulatorServer
 from pdauth.emulator.state import EmulatorState
 from pdauth.logs import configure_logging

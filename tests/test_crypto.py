@@ -7,8 +7,7 @@ import re
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pdauth.clock import FrozenClock
 from pdauth.crypto import EncryptionKey, KeyRing, bind, format_key, generate_key

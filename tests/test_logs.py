@@ -9,8 +9,7 @@ import shlex
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pdauth.logs import REDACTED, configure_logging, log_context, redact, register_secret
 

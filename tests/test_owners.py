@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pdauth.owners import MAX_OWNER_LENGTH, OWNER_PATTERN, check_owner, validate_owner
 

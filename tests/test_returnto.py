@@ -10,8 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pdauth.returnto import MAX_RETURN_TO_LENGTH, safe_return_to
 

@@ -44,10 +44,10 @@ from pdauth._config_rules import (
     check_scope,
     check_url,
     describe,
+    env_name as _env,
     mask_credentials,
     unknown_names,
 )
-from pdauth._config_rules import env_name as _env
 from pdauth.crypto import KeyRing
 from pdauth.errors import ConfigurationError
 from pdauth.store.engine import normalize_url

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 import pdauth.emulator
-from pdauth.emulator import EmulatorConfig, EmulatorState, create_app
-from pdauth.emulator import state as state_module
+from pdauth.emulator import EmulatorConfig, EmulatorState, create_app, state as state_module
 from pdauth.emulator.app import build_state
 from pdauth.emulator.state import EmulatorClock, Fault, FaultQueue, KeyRing, OAuthApp, Stats
 

@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import httpx
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from starlette.applications import Starlette
 
 from pdauth.emulator.app import build_state, create_app

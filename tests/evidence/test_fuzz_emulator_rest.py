@@ -23,8 +23,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pdauth.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator.test_rest_support import (

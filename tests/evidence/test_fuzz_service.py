@@ -31,8 +31,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pdauth.crypto import format_key, generate_key
 from pdauth.emulator import EmulatorConfig, EmulatorServer

@@ -9,8 +9,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from pdauth.emulator import EmulatorConfig
-from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator import EmulatorConfig, create_app as create_emulator
 from pdauth.store import upgrade
 
 MOUNTED_HOST = "http://127.0.0.1:8000"

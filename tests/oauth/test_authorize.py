@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pdauth.oauth import build_authorization_url, generate_code_verifier, s256_challenge
 

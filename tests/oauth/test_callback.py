@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from starlette.datastructures import QueryParams
 
 from pdauth.errors import AuthorizationDeniedError, CallbackError

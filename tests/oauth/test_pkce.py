@@ -6,8 +6,7 @@ import base64
 import hashlib
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pdauth.oauth import generate_code_verifier, s256_challenge, validate_code_verifier
 

@@ -6,8 +6,7 @@ import base64
 from urllib.parse import parse_qsl, unquote_plus
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pdauth.oauth import (
     FormRequest,

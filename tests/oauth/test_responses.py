@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from pdauth.errors import (
     InsufficientScopeError,

@@ -10,8 +10,7 @@ import pytest
 from starlette.applications import Starlette
 
 from pdauth.clock import FrozenClock
-from pdauth.emulator import EmulatorConfig
-from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator import EmulatorConfig, create_app as create_emulator
 from pdauth.emulator.state import EmulatorClock
 from tests.emulator_kit import make_emulator_state
 from tests.service.conftest import API_KEY, SERVICE_BASE, AppFactory, BrowserFactory, connect

@@ -15,8 +15,7 @@ import pytest
 from pdauth.crypto import format_key, generate_key
 from pdauth.service.server import bind_socket
 from pdauth.store import upgrade
-from tests.processes import clean_env as _env
-from tests.processes import running
+from tests.processes import clean_env as _env, running
 
 pytestmark = pytest.mark.slow
 

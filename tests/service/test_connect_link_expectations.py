@@ -15,8 +15,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from pdauth.emulator import EmulatorConfig
-from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator import EmulatorConfig, create_app as create_emulator
 from tests.service.conftest import (
     API_KEY,
     EMULATOR_BASE,

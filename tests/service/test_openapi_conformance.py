@@ -15,8 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pdauth.emulator import EmulatorConfig, EmulatorServer
 from pdauth.service import create_app

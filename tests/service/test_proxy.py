@@ -10,8 +10,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from pdauth.emulator import EmulatorConfig
-from pdauth.emulator import create_app as create_emulator
+from pdauth.emulator import EmulatorConfig, create_app as create_emulator
 from pdauth.service.proxy import proxied_path
 from tests.service.conftest import (
     API_KEY,

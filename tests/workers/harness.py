@@ -25,8 +25,7 @@ from pdauth.crypto import format_key, generate_key
 from pdauth.emulator import EmulatorConfig, create_app
 from pdauth.emulator.state import EmulatorState
 from pdauth.store import AsyncStore, Store
-from tests.emulator_kit import EMULATOR_START as START
-from tests.emulator_kit import emulator_signing_key, make_emulator_state
+from tests.emulator_kit import EMULATOR_START as START, emulator_signing_key, make_emulator_state
 
 BASE = "http://127.0.0.1:9"
 DEMO_ID = "pdauth-demo"

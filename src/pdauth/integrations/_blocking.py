@@ -33,8 +33,7 @@ from pdauth.connections import PENDING_TTL, Connection, safe_return_to
 from pdauth.errors import ConfigurationError, ConnectionNotFoundError, PdauthError, StoreError
 from pdauth.logs import protect_host_loggers
 from pdauth.service.flow import failure_kind, single_state
-from pdauth.service.views import FLOW_FAILURES, FlowFailure
-from pdauth.service.views import TEMPLATES as SERVICE_TEMPLATES
+from pdauth.service.views import FLOW_FAILURES, TEMPLATES as SERVICE_TEMPLATES, FlowFailure
 from pdauth.sync_connector import SyncConnector
 
 __all__ = ["BINDING_COOKIE", "BlockingFlow", "Csrf", "Reply", "Urls"]
