@@ -1,9 +1,4 @@
-"""Initial schema: connections, pending_authorizations, events.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-27
-"""
+"""Initial schema: connections, pending_authorizations, events."""
 
 from __future__ import annotations
 
@@ -13,8 +8,6 @@ from pdauth.store.snapshots import connections_0001, events_0001, pending_author
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -5,10 +5,6 @@ cookie's random id is stored, with a fingerprint of the admin password so a pass
 ends every session); on ``pending_authorizations`` the expected PagerDuty account and user a
 connect link was issued for and the connection a re-consent updates; on ``connections`` the
 scopes PagerDuty said a call needed and the grant lacks.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-04
 """
 
 from __future__ import annotations
@@ -20,8 +16,6 @@ from pdauth.store.snapshots import admin_sessions_0002
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

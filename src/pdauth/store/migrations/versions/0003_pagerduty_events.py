@@ -3,10 +3,6 @@
 Adds ``pd_subscriptions`` (one row per connection: the receiver URL's unguessable key,
 PagerDuty's subscription id, the signing secret sealed, a state and the retry schedule) and
 ``pd_deliveries`` (the ``X-Webhook-Id`` of every delivery accepted, for de-duplication).
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-04
 """
 
 from __future__ import annotations
@@ -17,8 +13,6 @@ from pdauth.store.snapshots import pd_deliveries_0003, pd_subscriptions_0003
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
