@@ -9,6 +9,7 @@ goes unreported.
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -209,3 +210,18 @@ def test_expectations_and_pagerduty_events_pass_through(
     remove()
     status = sync.ensure_subscription(connect(sync, emulator_url, "user-44"))
     assert status.state == "off"  # PDAUTH_PAGERDUTY_EVENTS is not set for this host
+
+
+def test_every_connector_operation_has_a_blocking_twin_with_its_signature() -> None:
+    """A coroutine method added to Connector without its line in SyncConnector fails here."""
+    bound = SyncConnector.__new__(SyncConnector)  # bound methods only: no loop is started
+    lifecycle = {"open", "aclose"}  # the SyncConnector opens at construction, closes by close()
+    for name, method in inspect.getmembers(Connector, inspect.iscoroutinefunction):
+        if name.startswith("_") or name in lifecycle:
+            continue
+        twin = getattr(SyncConnector, name, None)
+        assert twin is not None, f"SyncConnector has no {name}"
+        if name == "client":  # returns the blocking client instead
+            continue
+        expected = list(inspect.signature(method).parameters.values())[1:]
+        assert list(inspect.signature(getattr(bound, name)).parameters.values()) == expected

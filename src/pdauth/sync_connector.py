@@ -14,22 +14,23 @@ closed. Safe to call from several threads (a web server's worker threads).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal, Self, TypeVar
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal
 
 from pdauth._portal import BlockingTwin, DaemonPortal
 from pdauth.client import PagerDutyClient, SyncPagerDutyClient
 from pdauth.config import Settings
-from pdauth.connections import AuthorizationStart, Connection, Connector
-from pdauth.oauth import CallbackQuery
-from pdauth.subscriptions import PagerDutyEventHook, SubscriptionStatus
-from pdauth.tokens import RefreshDueReport
+from pdauth.connections import Connection, Connector
+from pdauth.subscriptions import PagerDutyEventHook
 
 __all__ = ["SyncConnector"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class _PortalClient(SyncPagerDutyClient):
@@ -47,6 +48,40 @@ class _PortalClient(SyncPagerDutyClient):
             return
         self._closed = True
         self._portal.call(self._client.aclose)
+
+
+class _Blocking(Generic[P, T]):
+    """A SyncConnector method that runs the Connector's coroutine method of the same name on
+    the loop and returns its result: same parameters (typed through ``P``), same docstring.
+
+    Written once here instead of a forwarding method per operation, so a new Connector
+    operation is one line in :class:`SyncConnector` and can never drift from its signature
+    (a test checks that every public coroutine method of the Connector has its twin).
+    """
+
+    def __init__(self, method: Callable[Concatenate[Connector, P], Awaitable[T]]) -> None:
+        self._method = method
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> Self: ...
+    @overload
+    def __get__(self, instance: SyncConnector, owner: type[Any]) -> Callable[P, T]: ...
+    def __get__(self, instance: SyncConnector | None, owner: type[Any]) -> Self | Callable[P, T]:
+        if instance is None:
+            return self
+        method = self._method
+
+        @functools.wraps(method)
+        def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+            return instance.call(lambda: method(instance.connector, *args, **kwargs))
+
+        # help() and inspect show the Connector's parameters without its ``self``.
+        signature = inspect.signature(method)
+        blocking.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=list(signature.parameters.values())[1:]
+        )
+        return blocking
 
 
 class SyncConnector(BlockingTwin):
@@ -96,62 +131,18 @@ class SyncConnector(BlockingTwin):
             )
         return self._loop.portal.call(func, *args)
 
-    # -- the Connector's operations --------------------------------------------------------
+    # -- the Connector's operations: each runs the Connector's method of the same name ------
 
-    def begin(
-        self,
-        owner: str,
-        return_to: str | None = None,
-        *,
-        scopes: Iterable[str] | None = None,
-        expect_account: str | None = None,
-        expect_user: str | None = None,
-        connection_id: str | None = None,
-    ) -> AuthorizationStart:
-        """See :meth:`Connector.begin`."""
-        return self.call(
-            lambda: self._connector.begin(
-                owner,
-                return_to,
-                scopes=scopes,
-                expect_account=expect_account,
-                expect_user=expect_user,
-                connection_id=connection_id,
-            )
-        )
-
-    def complete(
-        self, query: CallbackQuery, binding: str | None, *, owner: str | None = None
-    ) -> Connection:
-        """See :meth:`Connector.complete`."""
-        return self.call(lambda: self._connector.complete(query, binding, owner=owner))
-
-    def complete_with_return_to(
-        self, query: CallbackQuery, binding: str | None, *, owner: str | None = None
-    ) -> tuple[Connection, str | None]:
-        """See :meth:`Connector.complete_with_return_to`."""
-        return self.call(
-            lambda: self._connector.complete_with_return_to(query, binding, owner=owner)
-        )
-
-    def connect_app(
-        self,
-        owner: str,
-        *,
-        region: Literal["us", "eu"],
-        subdomain: str,
-        scopes: Iterable[str] | None = None,
-    ) -> Connection:
-        """See :meth:`Connector.connect_app`."""
-        return self.call(
-            lambda: self._connector.connect_app(
-                owner, region=region, subdomain=subdomain, scopes=scopes
-            )
-        )
-
-    def access_token(self, connection_id: str) -> str:
-        """See :meth:`Connector.access_token`."""
-        return self.call(self._connector.access_token, connection_id)
+    begin = _Blocking(Connector.begin)
+    complete = _Blocking(Connector.complete)
+    complete_with_return_to = _Blocking(Connector.complete_with_return_to)
+    connect_app = _Blocking(Connector.connect_app)
+    access_token = _Blocking(Connector.access_token)
+    get = _Blocking(Connector.get)
+    connections = _Blocking(Connector.connections)
+    disconnect = _Blocking(Connector.disconnect)
+    ensure_subscription = _Blocking(Connector.ensure_subscription)
+    refresh_due = _Blocking(Connector.refresh_due)
 
     def client(self, connection: str | Connection, **options: Any) -> SyncPagerDutyClient:
         """A blocking REST client for one connection (a context manager); see
@@ -160,31 +151,9 @@ class SyncConnector(BlockingTwin):
         client = self.call(lambda: self._connector.client(connection, **options))
         return _PortalClient(self._loop.portal, client)
 
-    def get(self, connection_id: str, *, owner: str | None = None) -> Connection:
-        """See :meth:`Connector.get`."""
-        return self.call(lambda: self._connector.get(connection_id, owner=owner))
-
-    def connections(
-        self, owner: str | None = None, *, status: str | None = None, limit: int = 1000
-    ) -> list[Connection]:
-        """See :meth:`Connector.connections`."""
-        return self.call(lambda: self._connector.connections(owner, status=status, limit=limit))
-
-    def disconnect(self, connection_id: str, *, owner: str | None = None) -> Connection:
-        """See :meth:`Connector.disconnect`."""
-        return self.call(lambda: self._connector.disconnect(connection_id, owner=owner))
-
-    def ensure_subscription(self, connection_id: str) -> SubscriptionStatus:
-        """See :meth:`Connector.ensure_subscription`."""
-        return self.call(lambda: self._connector.ensure_subscription(connection_id))
-
     def on_pagerduty_event(self, callback: PagerDutyEventHook) -> Callable[[], None]:
         """See :meth:`Connector.on_pagerduty_event` (the callback runs on the loop's thread)."""
         return self._connector.on_pagerduty_event(callback)
-
-    def refresh_due(self, *, horizon: float | None = None, limit: int = 100) -> RefreshDueReport:
-        """See :meth:`Connector.refresh_due`."""
-        return self.call(lambda: self._connector.refresh_due(horizon=horizon, limit=limit))
 
 
 async def _build(settings: Settings, kwargs: dict[str, Any]) -> Connector:
