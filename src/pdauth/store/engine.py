@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -27,6 +30,9 @@ __all__ = ["WRITE_OPTION", "create_store_engine", "is_transient", "normalize_url
 WRITE_OPTION: Final = "pdauth_write"
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 15_000
+# Switching a new SQLite file to WAL: retried every few milliseconds for up to busy_timeout.
+_WAL_RETRY_MAX_MS: Final = 20
+_WAL_SWITCH_BUDGET_MS: Final = SQLITE_BUSY_TIMEOUT_MS
 _PG_TRANSIENT_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization, deadlock
 _MAX_REASON: Final = 200
 
@@ -88,6 +94,29 @@ def _create_private_file(path: str) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the file.
+
+    Only a new database file is still in rollback mode (WAL is stored in the file). There,
+    several processes or threads opening it together each hold a shared lock and want the
+    exclusive one to switch: SQLite fails all but one at once with "database is locked"
+    instead of calling the busy handler (waiting could deadlock). The winner's switch makes
+    the retry a no-op, so a short, jittered retry is enough; the budget matches busy_timeout.
+    """
+    attempts = _WAL_SWITCH_BUDGET_MS // _WAL_RETRY_MAX_MS
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if attempt == attempts - 1:
+                raise
+            jitter_ms = random.uniform(_WAL_RETRY_MAX_MS / 4, _WAL_RETRY_MAX_MS)  # noqa: S311
+            time.sleep(jitter_ms / 1000)
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # pysqlite must not BEGIN on its own: the "begin" listener emits the right BEGIN.
     dbapi_connection.isolation_level = None
@@ -95,7 +124,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         # busy_timeout first: switching to WAL needs a lock another connection may hold.
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
         # FULL: a committed token rotation survives power loss (NORMAL may lose it in WAL,
         # and a lost rotation means a dead grant).
