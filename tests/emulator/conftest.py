@@ -1,6 +1,8 @@
 """The ``flow`` fixture of the emulator's own tests: the OAuth dance against the app, through
 the control API the way a browser would through the consent page.
 
+Also ``tls``: a certificate for the real-socket tests (HTTPS emulator, HTTPS receivers).
+
 The emulator itself (``emulator_config``, ``emulator_state``, ``emulator_app``,
 ``emulator_client``) comes from the root conftest: a fresh emulator per test, reached
 in-process, on a frozen clock (moved only by ``advance``), so expiry tests never sleep.
@@ -11,12 +13,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import trustme
 
 from pdauth.emulator.state import EmulatorState
 from tests.emulator_kit import EMULATOR_START
@@ -131,3 +136,25 @@ class Flow:
 @pytest.fixture
 def flow(emulator_client: httpx.AsyncClient, emulator_state: EmulatorState) -> Flow:
     return Flow(client=emulator_client, state=emulator_state)
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A server certificate for 127.0.0.1 and a client context that trusts its CA."""
+
+    context: ssl.SSLContext
+    certfile: Path
+    keyfile: Path
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    folder = tmp_path_factory.mktemp("tls")
+    certfile, keyfile = folder / "server.crt", folder / "server.key"
+    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return Tls(context, certfile, keyfile)

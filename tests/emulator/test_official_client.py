@@ -8,21 +8,18 @@ response it receives is also checked against the official schema."""
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import httpx
 import pagerduty
 import pytest
-import trustme
 
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.server import EmulatorServer
 
+from .conftest import Tls
 from .test_rest_support import (
     ADMIN_EU,
     ADMIN_US,
@@ -33,26 +30,6 @@ from .test_rest_support import (
     make_state,
     schema_checker,
 )
-
-
-@dataclass(frozen=True)
-class Tls:
-    context: ssl.SSLContext
-    certfile: Path
-    keyfile: Path
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    folder = tmp_path_factory.mktemp("tls")
-    certfile, keyfile = folder / "server.crt", folder / "server.key"
-    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return Tls(context, certfile, keyfile)
 
 
 @pytest.fixture(scope="module")

@@ -22,19 +22,19 @@ import httpx
 import pagerduty
 import pytest
 import trustme
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pdauth._net import bind_socket, format_url, start_daemon
 from pdauth.emulator.config import EmulatorConfig
 from pdauth.emulator.server import EmulatorServer
 from pdauth.emulator.state import EmulatorClock
+from pdauth.service.server import ServiceServer
 from tests.emulator_kit import make_emulator_state
 from tests.schema_lookup import find_schema
 
+from .conftest import Tls
 from .webhook_kit import WebhookChecker, subscription_body
 
 ACME = "PACME01"
@@ -80,30 +80,11 @@ def poll_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @contextlib.contextmanager
 def serve(recorder: NetReceiver, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
-    """``recorder`` on a real socket (uvicorn in a thread); yields its URL."""
+    """``recorder`` on a real socket (pdauth's threaded uvicorn server); yields its URL."""
     app = Starlette(routes=[Route("/hook", recorder.endpoint, methods=["POST"])])
-    sock = bind_socket("127.0.0.1", 0)
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        log_level="critical",  # the TLS tests make handshakes fail on purpose
-        lifespan="off",
-        ssl_certfile=tls[0] if tls else None,
-        ssl_keyfile=tls[1] if tls else None,
-    )
-    config.load()
-    server = uvicorn.Server(config)
-    thread, ready = start_daemon(
-        lambda: server.run(sockets=[sock]), lambda: server.started, name="receiver", timeout=10
-    )
-    try:
-        assert ready
-        scheme = "https" if tls else "http"
-        yield format_url(scheme, "127.0.0.1", sock.getsockname()[1]) + "/hook"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    certfile, keyfile = (str(tls[0]), str(tls[1])) if tls else (None, None)
+    with ServiceServer(app, certfile=certfile, keyfile=keyfile) as server:
+        yield server.url + "/hook"
 
 
 @pytest.fixture
@@ -111,26 +92,6 @@ def receiver() -> Iterator[tuple[NetReceiver, str]]:
     recorder = NetReceiver(failures=1)
     with serve(recorder) as url:
         yield recorder, url
-
-
-@dataclass(frozen=True)
-class Tls:
-    context: ssl.SSLContext
-    certfile: Path
-    keyfile: Path
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    folder = tmp_path_factory.mktemp("tls")
-    certfile, keyfile = folder / "server.crt", folder / "server.key"
-    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return Tls(context, certfile, keyfile)
 
 
 def test_official_client_creates_and_lists_subscriptions(tls: Tls) -> None:

@@ -61,6 +61,7 @@ class ServiceServer(ThreadedServer):
     """An ASGI app served by uvicorn on a background thread; a context manager.
 
     ``with ServiceServer(app, port=0) as srv: srv.url`` — binds first (so the port is known),
+    serves HTTPS with ``certfile``/``keyfile`` (PEM),
     waits until uvicorn accepts connections, and on exit runs the app's lifespan shutdown,
     joins the thread and closes the socket.
     """
@@ -77,12 +78,26 @@ class ServiceServer(ThreadedServer):
         port: int = 0,
         sock: socket.socket | None = None,
         startup_timeout: float = 15.0,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ) -> None:
         super().__init__(host=host, port=port, sock=sock, startup_timeout=startup_timeout)
         self.app = app
+        self._certfile = certfile
+        self._keyfile = keyfile
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._certfile is not None else "http"
 
     def make_server(self) -> uvicorn.Server:
         with keep_access_logger():  # a test's server must not silence the host's access log
-            config = uvicorn_config(self.app, access_log=False, log_level=None)
+            config = uvicorn_config(
+                self.app,
+                access_log=False,
+                log_level=None,
+                certfile=self._certfile,
+                keyfile=self._keyfile,
+            )
         config.load()
         return uvicorn.Server(config)
