@@ -15,6 +15,7 @@ import hashlib
 import secrets
 import ssl
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -158,3 +159,38 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return Tls(context, certfile, keyfile)
+
+
+class FormReader(HTMLParser):
+    """Collects the consent form: action, hidden fields, select options, checkboxes (ticked or
+    not) and submit buttons."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action = ""
+        self.hidden: dict[str, str] = {}
+        self.checkboxes: dict[str, bool] = {}
+        self.options: list[str] = []
+        self.selected: str | None = None
+        self.buttons: dict[str, str] = {}
+        self.labels: set[str] = set()
+        self.select_id = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.action = a.get("action", "")
+        elif tag == "input" and a.get("type") == "hidden":
+            self.hidden[a["name"]] = a.get("value", "")
+        elif tag == "input" and a.get("type") == "checkbox":
+            self.checkboxes[a["name"]] = "checked" in a
+        elif tag == "select":
+            self.select_id = a.get("id", "")
+        elif tag == "option":
+            self.options.append(a["value"])
+            if "selected" in a:
+                self.selected = a["value"]
+        elif tag == "button":
+            self.buttons[a.get("value", "")] = a.get("name", "")
+        elif tag == "label":
+            self.labels.add(a.get("for", ""))

@@ -5,32 +5,13 @@ narrowed: everything requested, as before."""
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import pytest
 
+from .conftest import FormReader
+
 pytestmark = pytest.mark.anyio
-
-
-class _Checkboxes(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.hidden: dict[str, str] = {}
-        self.checkboxes: dict[str, bool] = {}
-        self.action = ""
-        self.first_user = ""
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.action = a.get("action", "")
-        elif tag == "input" and a.get("type") == "hidden":
-            self.hidden[a["name"]] = a.get("value", "")
-        elif tag == "input" and a.get("type") == "checkbox":
-            self.checkboxes[a["name"]] = "checked" in a
-        elif tag == "option" and not self.first_user:
-            self.first_user = a["value"]
 
 
 async def _scoped_app(flow, scopes: list[str]):
@@ -103,13 +84,13 @@ async def _open_page(flow, scope: str):
         },
     )
     assert page.status_code == 200, page.text
-    form = _Checkboxes()
+    form = FormReader()
     form.feed(page.text)
     return page, form
 
 
 async def _decide(flow, page, form, **fields):
-    data = {**form.hidden, "user": form.first_user, "decision": "approve", **fields}
+    data = {**form.hidden, "user": form.options[0], "decision": "approve", **fields}
     answer = await flow.client.post(urljoin(str(page.url), form.action), data=data)
     assert answer.status_code == 303, answer.text
     code = flow.query(answer.headers["location"])["code"]

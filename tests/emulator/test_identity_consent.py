@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import pytest
 
+from .conftest import FormReader
+
 pytestmark = pytest.mark.anyio
-
-
-class FormReader(HTMLParser):
-    """Collects the consent form: action, hidden fields, select options, submit buttons."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.hidden: dict[str, str] = {}
-        self.options: list[str] = []
-        self.selected: str | None = None
-        self.buttons: dict[str, str] = {}
-        self.labels: set[str] = set()
-        self.select_id = ""
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.action = a.get("action", "")
-        elif tag == "input" and a.get("type") == "hidden":
-            self.hidden[a["name"]] = a.get("value", "")
-        elif tag == "select":
-            self.select_id = a.get("id", "")
-        elif tag == "option":
-            self.options.append(a["value"])
-            if "selected" in a:
-                self.selected = a["value"]
-        elif tag == "button":
-            self.buttons[a.get("value", "")] = a.get("name", "")
-        elif tag == "label":
-            self.labels.add(a.get("for", ""))
 
 
 def _params(flow, **extra):
