@@ -28,7 +28,7 @@ from pdauth.keeper import Keeper
 from pdauth.service import create_app
 from pdauth.subscriptions import PagerDutyNotice
 from pdauth.webhooks import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, verify_signature
-from tests.workers.harness import Harness, harness
+from tests.workers.harness import Harness, harness, sqlite_url
 
 EVENTS = ("incident.triggered", "incident.acknowledged", "incident.resolved")
 HOST_SECRET = "whsec-host-test-0123456789abcdefghijklmnop"
@@ -160,10 +160,6 @@ class Rig:
         return self.h.state.webhooks.subscriptions[pd_id].secrets[0]
 
 
-def sqlite_url(tmp_path: os.PathLike[str]) -> str:
-    return "sqlite:///" + os.path.join(os.fspath(tmp_path), "events.db")
-
-
 @asynccontextmanager
 async def rig(
     tmp_path: os.PathLike[str], *, config: EmulatorConfig | None = None, **overrides: Any
@@ -175,7 +171,7 @@ async def rig(
         "session_secret": SESSION_SECRET,
     }
     values.update(overrides)
-    async with harness(sqlite_url(tmp_path), config=config, **values) as h:
+    async with harness(sqlite_url(tmp_path, "events.db"), config=config, **values) as h:
         app = create_app(h.settings, connector=h.connector)
         gate = Gate(app)
         h.state.webhooks.transport = gate

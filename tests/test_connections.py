@@ -23,7 +23,6 @@ from pdauth.connections import (
     revocation_binding,
     safe_return_to,
 )
-from pdauth.emulator import EmulatorConfig
 from pdauth.errors import (
     AuthorizationDeniedError,
     BindingMismatchError,
@@ -37,13 +36,18 @@ from pdauth.errors import (
     UnknownStateError,
 )
 from pdauth.store import ConnectionRow
-from tests.workers.harness import BASE, EU_ADMIN, US_ADMIN, Harness, harness, make_settings
+from tests.workers.harness import (
+    BASE,
+    EU_ADMIN,
+    US_ADMIN,
+    Harness,
+    harness,
+    make_settings,
+    revocation_harness,
+    sqlite_url,
+)
 
 pytestmark = pytest.mark.anyio
-
-
-def sqlite_url(tmp_path: os.PathLike[str]) -> str:
-    return "sqlite:///" + os.path.join(os.fspath(tmp_path), "t.db")
 
 
 @pytest.fixture
@@ -56,11 +60,7 @@ async def h(tmp_path: os.PathLike[str]) -> AsyncIterator[Harness]:
 async def hr(tmp_path: os.PathLike[str]) -> AsyncIterator[Harness]:
     """An emulator that serves RFC 7009 revocation (NOT a PagerDuty endpoint) and a
     Connector configured to use it."""
-    async with harness(
-        sqlite_url(tmp_path),
-        config=EmulatorConfig(revocation_endpoint=True),
-        revoke_url=BASE + "/oauth/revoke",
-    ) as h:
+    async with revocation_harness(sqlite_url(tmp_path)) as h:
         yield h
 
 

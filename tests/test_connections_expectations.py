@@ -17,26 +17,25 @@ import httpx
 import pytest
 
 from pdauth.connect_flow import REJECTED_EVENT, UnexpectedGrantError
-from pdauth.emulator import EmulatorConfig
 from pdauth.errors import ConfigurationError, ConnectionNotFoundError, ScopeError
 from pdauth.scope_upgrades import NEEDS_SCOPES_EVENT
-from tests.workers.harness import BASE, EU_ADMIN, US_ADMIN, Harness, harness
+from tests.workers.harness import (
+    BASE,
+    EU_ADMIN,
+    US_ADMIN,
+    Harness,
+    harness,
+    revocation_harness,
+    sqlite_url,
+)
 
 pytestmark = pytest.mark.anyio
-
-
-def sqlite_url(tmp_path: os.PathLike[str]) -> str:
-    return "sqlite:///" + os.path.join(os.fspath(tmp_path), "t.db")
 
 
 @pytest.fixture
 async def hr(tmp_path: os.PathLike[str]) -> AsyncIterator[Harness]:
     """A Connector with RFC 7009 revocation at the emulator, so revocations can be counted."""
-    async with harness(
-        sqlite_url(tmp_path),
-        config=EmulatorConfig(revocation_endpoint=True),
-        revoke_url=BASE + "/oauth/revoke",
-    ) as h:
+    async with revocation_harness(sqlite_url(tmp_path)) as h:
         yield h
 
 

@@ -36,7 +36,7 @@ from pdauth.keeper import RETRY_CAP, WEBHOOK_MAX_AGE, Keeper
 from pdauth.metrics import metrics_registry
 from pdauth.store import AsyncStore, EventRow, Store
 from pdauth.webhooks import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, verify_signature
-from tests.workers.harness import BASE, US_ADMIN, Harness, harness, make_settings
+from tests.workers.harness import BASE, US_ADMIN, Harness, harness, make_settings, sqlite_url
 
 pytestmark = pytest.mark.anyio
 
@@ -95,14 +95,11 @@ class Receiver:
         return [d for d in self.deliveries if d.type == event_type]
 
 
-def sqlite_url(tmp_path: os.PathLike[str]) -> str:
-    return "sqlite:///" + os.path.join(os.fspath(tmp_path), "k.db")
-
-
 @pytest.fixture
 async def hw(tmp_path: os.PathLike[str]) -> AsyncIterator[Harness]:
     """A harness whose settings name a webhook."""
-    async with harness(sqlite_url(tmp_path), webhook_url=HOOK_URL, webhook_secret=SECRET) as h:
+    url = sqlite_url(tmp_path, "k.db")
+    async with harness(url, webhook_url=HOOK_URL, webhook_secret=SECRET) as h:
         yield h
 
 
@@ -199,7 +196,7 @@ async def test_a_receiver_down_for_days_is_given_up(hw: Harness) -> None:
 
 
 async def test_without_a_webhook_events_are_closed_as_skipped(tmp_path: os.PathLike[str]) -> None:
-    async with harness(sqlite_url(tmp_path)) as h, keeper_for(h) as keeper:
+    async with harness(sqlite_url(tmp_path, "k.db")) as h, keeper_for(h) as keeper:
         await h.connect("tenant-1")
         report = await keeper.run_once()
         assert report.skipped == 1
@@ -340,7 +337,7 @@ async def test_a_queued_revocation_is_retried_across_a_restart(db_url: str) -> N
 
 async def test_a_refused_revocation_is_given_up_and_recorded(tmp_path: os.PathLike[str]) -> None:
     async with harness(
-        sqlite_url(tmp_path),
+        sqlite_url(tmp_path, "k.db"),
         config=EmulatorConfig(revocation_endpoint=True),
         revoke_url=BASE + "/oauth/revoke",
     ) as h:
@@ -368,7 +365,7 @@ async def test_a_revocation_waits_while_no_endpoint_is_configured(
     tmp_path: os.PathLike[str],
 ) -> None:
     async with harness(
-        sqlite_url(tmp_path),
+        sqlite_url(tmp_path, "k.db"),
         config=EmulatorConfig(revocation_endpoint=True),
         revoke_url=BASE + "/oauth/revoke",
     ) as h:

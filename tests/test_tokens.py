@@ -29,7 +29,7 @@ from pdauth.tokens import (
     TokenManager,
     refresh_at,
 )
-from tests.workers.harness import Harness, harness, make_settings
+from tests.workers.harness import Harness, harness, make_settings, sqlite_url
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -38,10 +38,6 @@ pytestmark = pytest.mark.anyio
 
 DAY = 86_400.0
 TTL = 1000  # the emulator's access-token lifetime in these tests
-
-
-def sqlite_url(tmp_path: os.PathLike[str]) -> str:
-    return "sqlite:///" + os.path.join(os.fspath(tmp_path), "t.db")
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ requests); nothing patches httpx.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -168,6 +169,19 @@ class Harness:
         )
         self.extra.append(connector)
         return connector
+
+
+def sqlite_url(tmp_path: os.PathLike[str], name: str = "t.db") -> str:
+    """A new SQLite database file in the test's ``tmp_path``."""
+    return "sqlite:///" + os.path.join(os.fspath(tmp_path), name)
+
+
+def revocation_harness(db_url: str) -> AbstractAsyncContextManager[Harness]:
+    """A harness whose emulator serves RFC 7009 revocation (NOT a PagerDuty endpoint) and whose
+    Connector is configured to use it, so revocations can be counted."""
+    return harness(
+        db_url, config=EmulatorConfig(revocation_endpoint=True), revoke_url=BASE + "/oauth/revoke"
+    )
 
 
 @asynccontextmanager
