@@ -57,6 +57,18 @@ async def post(r: Rig, url: str, body: bytes, headers: dict[str, str]) -> httpx.
         return await c.post(url.removeprefix(BASE), content=body, headers=headers)
 
 
+async def connection_page(r: Rig, connection: Connection) -> httpx.Response:
+    """The connection's page, as its owner sees it, from a service on the rig's Connector."""
+    page_app = create_app(r.h.settings, lambda request: connection.owner, connector=r.h.connector)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=page_app), base_url=BASE
+        ) as browser:
+            return await browser.get(f"/connections/{connection.id}")
+    finally:
+        await page_app.state.pdauth.aclose()
+
+
 async def test_hand_made_deliveries_bad_signatures_are_refused_and_replays_count_once(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -223,16 +235,7 @@ async def test_the_connection_page_shows_the_subscription_and_incidents_as_they_
         connection, sub = await subscribed(r)
         await r.incident(connection, title="Disk full on db-1")
         await r.wait_notices(1)
-        page_app = create_app(
-            r.h.settings, lambda request: connection.owner, connector=r.h.connector
-        )
-        try:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=page_app), base_url=BASE
-            ) as browser:
-                page = await browser.get(f"/connections/{connection.id}")
-        finally:
-            await page_app.state.pdauth.aclose()
+        page = await connection_page(r, connection)
     assert page.status_code == 200
     assert f'<dd id="pd-events">active · {sub["id"]}</dd>' in page.text
     assert "incident.triggered · Disk full on db-1" in page.text
@@ -245,16 +248,7 @@ async def test_without_pagerduty_events_the_page_does_not_reload_itself(
 ) -> None:
     async with rig(tmp_path, pagerduty_events=()) as r:
         connection = await r.h.connect()
-        page_app = create_app(
-            r.h.settings, lambda request: connection.owner, connector=r.h.connector
-        )
-        try:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=page_app), base_url=BASE
-            ) as browser:
-                page = await browser.get(f"/connections/{connection.id}")
-        finally:
-            await page_app.state.pdauth.aclose()
+        page = await connection_page(r, connection)
     assert page.status_code == 200
     assert "pd-events" not in page.text
     assert "http-equiv" not in page.text
