@@ -62,6 +62,10 @@ class _Blocking(Generic[P, T]):
     def __init__(self, method: Callable[Concatenate[Connector, P], Awaitable[T]]) -> None:
         self._method = method
         self.__doc__ = method.__doc__
+        # help() and inspect show the Connector's parameters without its ``self``; computed
+        # once here, not on every attribute access.
+        signature = inspect.signature(method)
+        self._signature = signature.replace(parameters=list(signature.parameters.values())[1:])
 
     @overload
     def __get__(self, instance: None, owner: type[Any]) -> Self: ...
@@ -76,11 +80,7 @@ class _Blocking(Generic[P, T]):
         def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
             return instance.call(lambda: method(instance.connector, *args, **kwargs))
 
-        # help() and inspect show the Connector's parameters without its ``self``.
-        signature = inspect.signature(method)
-        blocking.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=list(signature.parameters.values())[1:]
-        )
+        blocking.__signature__ = self._signature  # type: ignore[attr-defined]
         return blocking
 
 
