@@ -211,6 +211,31 @@ def test_the_receiver_url_lies_under_the_public_base() -> None:
     assert receiver_url(s, "k") == "https://pd.example.com/auth/pagerduty/webhooks/k"
     s = make_settings(redirect_uri="https://app.example.com/pd/callback")
     assert receiver_url(s, "k") == "https://app.example.com/pd/pagerduty/webhooks/k"
+    # A callback path not ending in /callback: the service lives at the origin, and so does
+    # the receiver (it used to be put under the callback's parent folder, which nobody served).
+    s = make_settings(redirect_uri="https://app.example.com/oauth/pd")
+    assert receiver_url(s, "k") == "https://app.example.com/pagerduty/webhooks/k"
+
+
+@pytest.mark.parametrize(
+    ("redirect_uri", "public_url"),
+    [
+        ("https://app.example.com/callback", None),
+        ("https://app.example.com/pd/callback", None),
+        ("https://app.example.com/oauth/pd", None),
+        ("https://app.example.com/oauth/pd", "https://app.example.com/"),
+        ("https://app.example.com/x/oauth/pd", "https://app.example.com/x"),
+    ],
+)
+def test_the_receiver_lies_where_the_service_is_served(
+    redirect_uri: str, public_url: str | None
+) -> None:
+    from pdauth.service.core import ServiceOptions
+    from tests.workers.harness import make_settings
+
+    s = make_settings(redirect_uri=redirect_uri, public_url=public_url)
+    served = ServiceOptions.from_settings(s).public_url
+    assert receiver_url(s, "k") == served + "/pagerduty/webhooks/k"
 
 
 async def test_live_status_sees_pagerduty_disable_it_and_a_deleted_one_is_made_again(

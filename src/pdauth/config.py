@@ -205,6 +205,22 @@ class Settings(BaseSettings):
         # secrets included) is not attached as __context__.
         raise ConfigurationError("invalid pdauth configuration: " + "; ".join(problems))
 
+    @property
+    def service_base_url(self) -> str:
+        """The service's public base URL, without a trailing slash: ``PDAUTH_PUBLIC_URL``;
+        without it, what precedes ``/callback`` in the redirect URI, or the redirect URI's
+        origin when its path ends otherwise (never a Host header, which a client controls).
+
+        The one rule for where the service lives: its routes (the callback's path is the
+        redirect URI's path below it) and the URLs it hands out, such as PagerDuty's webhook
+        receiver, are all built from it.
+        """
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        redirect = urlsplit(self.redirect_uri)
+        path = redirect.path[: -len("/callback")] if redirect.path.endswith("/callback") else ""
+        return f"{redirect.scheme}://{redirect.netloc}{path}".rstrip("/")
+
     # -- validation -----------------------------------------------------------------------
 
     @field_validator(*_EMPTY_IS_UNSET, mode="before")

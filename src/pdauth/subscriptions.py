@@ -91,18 +91,10 @@ _SECRET_KEYS: Final = frozenset(
 PagerDutyEventHook = Callable[["PagerDutyNotice"], Awaitable[None] | None]
 
 
-def receiver_base(settings: Settings) -> str:
-    """The service's public base: ``PDAUTH_PUBLIC_URL``, else the redirect URI minus
-    ``/callback`` (the rule :class:`pdauth.service.core.ServiceOptions` applies)."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    uri = settings.redirect_uri.split("?", 1)[0]
-    return uri[: -len("/callback")] if uri.endswith("/callback") else uri.rsplit("/", 1)[0]
-
-
 def receiver_url(settings: Settings, key: str) -> str:
-    """Where PagerDuty delivers the events of the subscription named ``key``."""
-    return receiver_base(settings) + RECEIVER_PATH + key
+    """Where PagerDuty delivers the events of the subscription named ``key``: the receiver
+    route under the service's public base (the one the service mounts it under)."""
+    return settings.service_base_url + RECEIVER_PATH + key
 
 
 def required_scope(settings: Settings) -> str:

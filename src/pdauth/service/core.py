@@ -96,19 +96,11 @@ class ServiceOptions:
         """The options for ``settings``; a redirect URI outside the public URL is refused.
 
         The callback route is the configured redirect URI's path relative to the service's
-        public base (``PDAUTH_PUBLIC_URL``), so ``https://app.example.com/oauth/pd`` with the
-        public URL ``https://app.example.com`` routes ``/oauth/pd``. Without a public URL the
-        base is what precedes ``/callback`` in the redirect URI (never the Host header, which a
-        client controls), or the redirect URI's origin when its path ends otherwise.
+        public base (:attr:`Settings.service_base_url`), so ``https://app.example.com/oauth/pd``
+        with the public URL ``https://app.example.com`` routes ``/oauth/pd``.
         """
-        redirect = urlsplit(settings.redirect_uri)
-        public_url = settings.public_url
-        if not public_url:
-            path = redirect.path
-            path = path[: -len("/callback")] if path.endswith("/callback") else ""
-            public_url = f"{redirect.scheme}://{redirect.netloc}{path}"
-        public_url = public_url.rstrip("/")
-        callback_path = _callback_path(public_url, redirect.path)
+        public_url = settings.service_base_url
+        callback_path = _callback_path(public_url, urlsplit(settings.redirect_uri).path)
         admin = settings.admin_password
         return cls(
             public_url=public_url,
