@@ -95,6 +95,18 @@ def test_work_due_and_needs_reauth(store: Store) -> None:
     assert pd.mark_needs_reauth(now=T0 + 61) == 0
 
 
+def test_a_deleted_subscription_is_due_again_only_after_a_reconnect(store: Store) -> None:
+    """A disconnect deletes the subscription, then revokes at PagerDuty, then marks the
+    connection revoked: in that window the connection is still active, and a keeper pass must
+    not create a new subscription (it would be orphaned at PagerDuty)."""
+    pd = PagerDutyEventStore(store)
+    row = store.upsert_connection(new_connection(), T0)
+    pd.save_subscription(subscription(row.id, "deleted", updated_at=T0 + 5))
+    assert pd.subscriptions_due(now=T0 + 6) == []
+    store.upsert_connection(new_connection(), T0 + 10)  # the same grant approved again
+    assert pd.subscriptions_due(now=T0 + 11) == [row.id]
+
+
 def test_old_delivery_ids_are_purged(store: Store) -> None:
     row = store.upsert_connection(new_connection(), T0)
     pd = PagerDutyEventStore(store)

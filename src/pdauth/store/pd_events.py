@@ -173,8 +173,11 @@ class PagerDutyEventStore:
                         _s.state.in_(("pending", "failed")),
                         sa.or_(_s.next_attempt_at.is_(None), _s.next_attempt_at <= float(now)),
                     ),
-                    _s.state.in_(("needs_reauth", "deleted")),
-                    sa.and_(_s.state == "no_scope", _c.updated_at > _s.updated_at),
+                    _s.state == "needs_reauth",
+                    # Deleted or refused for scope, then reconnected: only a connection row
+                    # written after the subscription's (a disconnect deletes the subscription
+                    # before it marks the connection revoked; in between it is not due).
+                    sa.and_(_s.state.in_(("deleted", "no_scope")), _c.updated_at > _s.updated_at),
                 ),
             )
             .order_by(_c.id)
