@@ -104,12 +104,17 @@ class PagerDutyEvent:
         return f"pagerduty.{self.event_type}"
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_event(body: bytes) -> PagerDutyEvent | None:
     """The event in a delivery body, or None when it is not a v3 event body."""
     if len(body) > MAX_BODY:
         return None
     try:
-        payload = json.loads(body)
+        # NaN / Infinity are not JSON (RFC 8259): refused here, they could not be stored.
+        payload = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return None
     event = payload.get("event") if isinstance(payload, dict) else None

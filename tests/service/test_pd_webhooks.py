@@ -106,6 +106,12 @@ async def test_hand_made_deliveries_bad_signatures_are_refused_and_replays_count
         big = b"{" + b" " * MAX_BODY + b"}"
         too_big = await post(r, sub["url"], big, {**good, "X-Webhook-Id": "wh-big"})
         assert too_big.status_code == 413
+        # Signed but not JSON (a NaN): refused as not an event, not a 500 PagerDuty retries.
+        nan = body.replace(b'"incident.triggered",', b'"incident.triggered", "x": NaN,', 1)
+        assert nan != body
+        signed_nan = {"X-PagerDuty-Signature": sign([secret], nan), "X-Webhook-Id": "wh-nan"}
+        not_json = await post(r, sub["url"], nan, signed_nan)
+        assert 400 <= not_json.status_code < 500, not_json.text
         assert await pd_events(r) == ["pagerduty.incident.triggered"]
 
 
