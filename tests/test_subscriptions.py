@@ -357,3 +357,24 @@ async def test_reconnecting_after_a_disconnect_subscribes_anew_under_a_new_url(
         assert (status.state, status.pd_subscription_id) == ("active", subs[0]["id"])
         await r.incident(connection)
         await r.wait_notices(1)
+
+
+async def test_a_closed_connector_is_freed_after_using_pagerduty_events(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """events_of() caches per Connector in a WeakKeyDictionary; its value must not keep the
+    Connector (and its store and HTTP pool) alive."""
+    import gc
+    import weakref
+
+    from pdauth.connections import Connector
+    from pdauth.subscriptions import events_of
+    from tests.workers.harness import make_settings, sqlite_url
+
+    connector = Connector(make_settings(database_url=sqlite_url(tmp_path)), migrate=True)
+    async with connector:
+        events_of(connector)
+    gone = weakref.ref(connector)
+    del connector
+    gc.collect()
+    assert gone() is None

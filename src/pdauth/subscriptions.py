@@ -32,7 +32,7 @@ import secrets
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from pdauth.client import PagerDutyClient
 from pdauth.errors import (
@@ -174,7 +174,9 @@ class PagerDutyEvents:
     """Subscriptions and received events of one :class:`~pdauth.connections.Connector`."""
 
     def __init__(self, connector: Connector) -> None:
-        self._connector = connector
+        # A weak proxy: events_of() keeps this object in a WeakKeyDictionary keyed by the
+        # Connector, and a strong reference back would keep every Connector alive forever.
+        self._connector = cast("Connector", weakref.proxy(connector))
         self._settings = connector.settings
         self.store = AsyncPagerDutyEventStore(connector.store.store)
         self._hooks: list[PagerDutyEventHook] = []
