@@ -247,7 +247,8 @@ class Connector(AsyncClosing):
         expect_user = check_expectation("expect_user", expect_user)
         if connection_id is not None:
             row = await self._store.get_connection(connection_id)
-            if row is None or row.owner != owner:
+            if row is None or row.owner != owner or row.status == "revoked":
+                # Disconnected is gone: asking PagerDuty for consent would end in nothing.
                 raise ConnectionNotFoundError(f"no connection {connection_id}")
             if row.kind != "user" or row.pd_user_id is None:
                 raise ValueError("only user connections are re-consented (apps use connect_app)")

@@ -8,8 +8,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from pdauth.config import Settings
+from pdauth.store import Store
+from pdauth.store.schema import connections
 from tests.service.conftest import (
     API_KEY,
     SERVICE_BASE,
@@ -120,6 +123,37 @@ async def test_grant_more_access_for_someone_elses_connection_is_not_found(
         "/connect", data={"csrf_token": token, "connection_id": connection_id}
     )
     assert response.status_code == 404
+
+
+async def test_grant_more_access_for_a_revoked_or_app_connection_is_refused_up_front(
+    app_factory: AppFactory,
+    browser_factory: BrowserFactory,
+    emulator_client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    """A crafted form: nothing is sent to PagerDuty, and the answer is a 4xx page, not a 500."""
+    browser, connection_id, _ = await _grown(
+        app_factory, browser_factory, emulator_client, settings
+    )
+    token = csrf_of((await browser.get("/")).text)
+
+    def change(**values: object) -> None:
+        with Store(settings.database_url) as store, store.engine.begin() as conn:
+            conn.execute(
+                sa.update(connections).where(connections.c.id == connection_id).values(**values)
+            )
+
+    change(kind="app", pd_user_id=None)
+    app_kind = await browser.post(
+        "/connect", data={"csrf_token": token, "connection_id": connection_id}
+    )
+    assert app_kind.status_code == 400
+    assert "cannot be given more access" in app_kind.text
+    change(kind="user", pd_user_id="PUSER1", status="revoked")
+    revoked = await browser.post(
+        "/connect", data={"csrf_token": token, "connection_id": connection_id}
+    )
+    assert revoked.status_code == 404
 
 
 async def test_a_403_for_missing_scopes_on_the_try_panel_offers_more_access(

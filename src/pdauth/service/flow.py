@@ -114,6 +114,8 @@ async def _begin(
         )
     except StoreError:
         return await page.failure("storage")
+    except ValueError:  # a crafted re-consent of a connection that cannot have one (an app)
+        return await page.failure("cannot_reconsent")
     existing = cookies.read_binding(page.request, page.now)
     if existing is None or not cookies.binding_matches_owner(existing, owner):
         # Another owner's flows in this browser end here; this owner's tabs keep theirs.

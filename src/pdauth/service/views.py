@@ -188,6 +188,13 @@ FLOW_FAILURES: dict[str, FlowFailure] = {
         "The connection was disconnected while PagerDuty asked for more access, so nothing "
         "was changed. Connect PagerDuty again if you still need it.",
     ),
+    "cannot_reconsent": FlowFailure(
+        400,
+        "This connection cannot be given more access",
+        "Only a connection a PagerDuty user approved can be asked for more access. Nothing "
+        "was changed.",
+        can_retry=False,
+    ),
     "link_used": FlowFailure(
         400,
         "This connect link cannot be used",
