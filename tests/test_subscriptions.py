@@ -19,7 +19,7 @@ import trustme
 from pdauth.emulator import EmulatorConfig
 from pdauth.emulator.server import EmulatorServer
 from pdauth.store import Store
-from pdauth.subscriptions import UNSUBSCRIBE_EVENT, events_of, receiver_url
+from pdauth.subscriptions import UNSUBSCRIBE_EVENT, SubscriptionStatus, events_of, receiver_url
 from tests.subscriptions_kit import EVENTS, rig
 
 pytestmark = pytest.mark.anyio
@@ -73,6 +73,32 @@ async def test_reconnecting_twice_keeps_one_subscription(tmp_path: os.PathLike[s
             await r.keeper.run_once()
             await r.h.connector.ensure_subscription(first.id)
         assert len(await r.subscriptions()) == 1
+
+
+async def test_one_failing_connection_does_not_hold_up_the_rest_of_a_pass(
+    tmp_path: os.PathLike[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from pdauth.errors import StoreError
+    from pdauth.subscriptions import events_of
+
+    async with rig(tmp_path) as r:
+        first = await r.h.connect("owner-a")
+        second = await r.h.connect("owner-b")
+        events = events_of(r.h.connector)
+        ensure = events.ensure
+        failing = min(first.id, second.id)  # passes go in id order: the first one fails
+
+        async def flaky(connection_id: str) -> SubscriptionStatus:
+            if connection_id == failing:
+                raise StoreError("database error during get_connection: locked")
+            return await ensure(connection_id)
+
+        events.ensure = flaky  # type: ignore[method-assign]
+        assert await events.reconcile() == 2
+        other = max(first.id, second.id)
+        assert (await events.status(other)).state == "active"
+        assert (await events.status(failing)).state == "missing"
+        assert "subscription not checked (StoreError)" in caplog.text
 
 
 async def test_a_lost_create_answer_is_made_good_without_a_second_subscription(

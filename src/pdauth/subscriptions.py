@@ -338,9 +338,20 @@ class PagerDutyEvents:
         now = self._clock.now()
         await self.store.mark_needs_reauth(now=now)
         due = await self.store.subscriptions_due(now=now, limit=limit)
-        for connection_id in due:
-            await self.ensure(connection_id)
-        await self.store.purge_deliveries(before=now - DEDUPE_WINDOW)
+        try:
+            for connection_id in due:
+                try:
+                    await self.ensure(connection_id)
+                except PdauthError as exc:
+                    # One connection (deleted meanwhile, a storage hiccup) must not hold up
+                    # the others, which come after it in every pass.
+                    log.warning(
+                        "PagerDuty webhook subscription not checked (%s)",
+                        type(exc).__name__,
+                        extra={"connection_id": connection_id},
+                    )
+        finally:
+            await self.store.purge_deliveries(before=now - DEDUPE_WINDOW)
         return len(due)
 
     # -- status ------------------------------------------------------------------------------
