@@ -169,3 +169,16 @@ async def test_bad_expectations_are_a_400(
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_every_callback_page_maps_an_unexpected_grant_to_its_own_page() -> None:
+    """The shared mapping (the service and the Flask/Django adapters use it) names the
+    unexpected-account and unexpected-user pages, not the generic PagerDuty error."""
+    from pdauth.connect_flow import UnexpectedGrantError
+    from pdauth.service.flow import failure_kind
+    from pdauth.service.views import FLOW_FAILURES
+
+    for reason in ("unexpected_account", "unexpected_user"):
+        exc = UnexpectedGrantError(reason, expected_account="acme", expected_user="PUSER")
+        assert failure_kind(exc) == reason
+        assert reason in FLOW_FAILURES

@@ -149,10 +149,9 @@ async def callback(request: Request) -> Response:
     connector = await service.connector()
     try:
         completed, return_to = await connector.complete_with_return_to(query, binding, owner=owner)
-    except UnexpectedGrantError as exc:
-        return await page.failure(exc.reason, message=_unexpected_message(exc))
     except PdauthError as exc:
-        return await page.failure(failure_kind(exc))
+        detail = _unexpected_message(exc) if isinstance(exc, UnexpectedGrantError) else None
+        return await page.failure(failure_kind(exc), message=detail)
     session = replace(page.session, flash=CONNECTED_FLASH)  # the next page says "Connected"
     if owner is None:
         # The binding proved this browser started the flow for this owner.
@@ -243,6 +242,8 @@ def single_state(query: str) -> str | None:
 
 def failure_kind(exc: PdauthError) -> str:
     """Which friendly page a failed callback gets (checked most specific first)."""
+    if isinstance(exc, UnexpectedGrantError):
+        return exc.reason  # unexpected_account / unexpected_user
     if isinstance(exc, AuthorizationDeniedError):
         if exc.error == "access_denied":
             return "denied"
