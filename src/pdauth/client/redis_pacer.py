@@ -49,7 +49,19 @@ from pdauth.client.pacing import (
 from pdauth.clock import Clock
 from pdauth.errors import ConfigurationError, DeadlineExceededError
 
-__all__ = ["ACQUIRE_LUA", "BLOCK_LUA", "FORGET_LUA", "OBSERVE_LUA", "RedisPacer", "script_keys"]
+__all__ = [
+    "ACQUIRE_LUA",
+    "BLOCK_LUA",
+    "FORGET_LUA",
+    "OBSERVE_LUA",
+    "REDIS_TIMEOUT",
+    "RedisPacer",
+    "script_keys",
+]
+
+#: Seconds a Redis command or connect may take before pdauth treats Redis as down (the shared
+#: pacer, request limits and connect links all fall back or answer 503 within it).
+REDIS_TIMEOUT = 1.0
 
 _log = logging.getLogger("pdauth.client")
 
@@ -300,7 +312,7 @@ class RedisPacer:
         clock: Clock | None = None,
         sleep: SleepFn | None = None,
         inflight_ttl: float = 120.0,
-        timeout: float = 1.0,
+        timeout: float = REDIS_TIMEOUT,
         probe_backoff: tuple[float, float] = (1.0, 30.0),
         on_outage: Callable[[bool], None] | None = None,
     ) -> None:

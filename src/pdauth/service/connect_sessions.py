@@ -23,6 +23,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pdauth.client.redis_pacer import REDIS_TIMEOUT
 from pdauth.clock import Clock
 from pdauth.connect_flow import check_expectation
 from pdauth.crypto import KeyRing
@@ -90,7 +91,10 @@ class RedisUsedTokens:
     def __init__(self, url: str, *, prefix: str = "pdauth:connect-session:") -> None:
         import redis.asyncio as redis_asyncio  # optional dependency; imported only when used
 
-        self._redis: Any = redis_asyncio.Redis.from_url(url)
+        # Bounded like the pacer's and the limiter's: a silent Redis is a 503 within a second.
+        self._redis: Any = redis_asyncio.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
         self._prefix = prefix
 
     async def claim(self, jti: str, expires_at: float, now: float) -> bool:

@@ -25,6 +25,7 @@ import logging
 import math
 from typing import Any, Protocol
 
+from pdauth.client.redis_pacer import REDIS_TIMEOUT
 from pdauth.clock import Clock
 from pdauth.errors import ConfigurationError
 from pdauth.service.ratelimit import RateLimiter
@@ -92,7 +93,14 @@ class RedisLimiter:
         self._item = RateLimitItemPerSecond(limit, max(1, math.ceil(window)))
         storage_url = "async+" + url if not url.startswith("async+") else url
         self._storage: Any = RedisStorage(
-            storage_url, implementation="redispy", key_prefix=prefix + "limit", wrap_exceptions=True
+            storage_url,
+            implementation="redispy",
+            key_prefix=prefix + "limit",
+            wrap_exceptions=True,
+            # As the shared pacer's: a Redis that accepts but never answers costs a request
+            # one second before the per-process fallback, not redis-py's unbounded wait.
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
         )
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._fallback = fallback
@@ -105,6 +113,11 @@ class RedisLimiter:
         now = self._clock.monotonic()
         if self._down_until is not None and now < self._down_until:
             return self._fallback.hit(key)
+        probing = self._down_until is not None
+        if probing:
+            # One request probes; the others stay local meanwhile instead of all waiting on
+            # a Redis that may still be gone.
+            self._down_until = now + RETRY_REDIS_AFTER
         from limits.errors import StorageError
 
         name = _hashed(key)
@@ -117,14 +130,14 @@ class RedisLimiter:
                     1.0, math.ceil(stats.reset_time - self._clock.now())
                 )  # wall time, as limits keeps it
         except StorageError as exc:
-            if self._down_until is None:
+            if not probing:
                 log.warning(
                     "Redis is unreachable (%s): request limits are per process until it is back",
                     type(exc.storage_error).__name__,
                 )
             self._down_until = now + RETRY_REDIS_AFTER
             return self._fallback.hit(key)
-        if self._down_until is not None:
+        if probing:
             log.warning("Redis answers again: request limits are shared across instances")
             self._down_until = None
         return wait
