@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,22 @@ def test_key_rotation_reseals_the_signing_secrets(store: Store) -> None:
         opened = Sealer(new_only).open_subscription_secret(row.id, after.key, after.secret_ct)
         assert opened == "whsec-" + row.id
     assert reencrypt_connections(store, both).subscription_secrets == 0  # nothing left to do
+
+
+def test_the_async_event_store_runs_behind_the_stores_schema_gate(tmp_path: Path) -> None:
+    """A delivery arriving first on a new database (Connector(migrate=True)) finds the schema
+    migrated, as every other store call would, instead of "no such table"."""
+    import anyio
+
+    from pdauth.store import AsyncPagerDutyEventStore, AsyncStore
+
+    async def first_call() -> None:
+        store = AsyncStore(Store(f"sqlite:///{tmp_path}/new.db"))
+        store.require_schema(upgrade=True)
+        try:
+            assert await AsyncPagerDutyEventStore(store).subscription_by_key("k") is None
+            assert await store.is_up_to_date()
+        finally:
+            await store.aclose()
+
+    anyio.run(first_call)

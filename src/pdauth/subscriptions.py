@@ -178,7 +178,7 @@ class PagerDutyEvents:
         # Connector, and a strong reference back would keep every Connector alive forever.
         self._connector = cast("Connector", weakref.proxy(connector))
         self._settings = connector.settings
-        self.store = AsyncPagerDutyEventStore(connector.store.store)
+        self.store = AsyncPagerDutyEventStore(connector.store)
         self._hooks: list[PagerDutyEventHook] = []
         # The Connector's own clock, sealer and HTTP pool (one of each per Connector).
         self._clock = connector._clock

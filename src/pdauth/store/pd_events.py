@@ -18,10 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-import anyio
-import anyio.to_thread
 import sqlalchemy as sa
 
+from pdauth.store.aio import AsyncStore
 from pdauth.store.base import error_message, page_limit
 from pdauth.store.database import Store
 from pdauth.store.records import NewEvent
@@ -235,39 +234,43 @@ def _first(conn: sa.Connection, stmt: sa.Select[Any]) -> SubscriptionRow | None:
 
 
 class AsyncPagerDutyEventStore:
-    """:class:`PagerDutyEventStore`'s methods as coroutines (each in a worker thread)."""
+    """:class:`PagerDutyEventStore`'s methods as coroutines, run like the
+    :class:`~pdauth.store.AsyncStore`'s own: behind its schema gate and within its worker-thread
+    limit (sized to the connection pool), so a burst of deliveries cannot starve the rest."""
 
-    def __init__(self, store: Store) -> None:
-        self.sync = PagerDutyEventStore(store)
+    def __init__(self, store: AsyncStore) -> None:
+        self.sync = PagerDutyEventStore(store.store)
+        self._store = store
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._store._call(fn, *args)
 
     async def get_subscription(self, connection_id: str) -> SubscriptionRow | None:
-        return await _call(self.sync.get_subscription, connection_id)
+        return await self._call(self.sync.get_subscription, connection_id)
 
     async def subscription_by_key(self, key: str) -> SubscriptionRow | None:
-        return await _call(self.sync.subscription_by_key, key)
+        return await self._call(self.sync.subscription_by_key, key)
 
     async def save_subscription(self, row: SubscriptionRow) -> None:
-        await _call(self.sync.save_subscription, row)
+        await self._call(self.sync.save_subscription, row)
 
     async def update_subscription(self, connection_id: str, **values: Any) -> bool:
-        return await _call(
+        return await self._call(
             functools.partial(self.sync.update_subscription, **values), connection_id
         )
 
     async def subscriptions_due(self, *, now: float, limit: int = 100) -> list[str]:
-        return await _call(functools.partial(self.sync.subscriptions_due, now=now, limit=limit))
+        return await self._call(
+            functools.partial(self.sync.subscriptions_due, now=now, limit=limit)
+        )
 
     async def mark_needs_reauth(self, *, now: float) -> int:
-        return await _call(functools.partial(self.sync.mark_needs_reauth, now=now))
+        return await self._call(functools.partial(self.sync.mark_needs_reauth, now=now))
 
     async def record_delivery(
         self, webhook_id: str, subscription: SubscriptionRow, event: NewEvent, now: float
     ) -> int | None:
-        return await _call(self.sync.record_delivery, webhook_id, subscription, event, now)
+        return await self._call(self.sync.record_delivery, webhook_id, subscription, event, now)
 
     async def purge_deliveries(self, *, before: float) -> int:
-        return await _call(functools.partial(self.sync.purge_deliveries, before=before))
-
-
-async def _call(fn: Callable[..., T], *args: Any) -> T:
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+        return await self._call(functools.partial(self.sync.purge_deliveries, before=before))
