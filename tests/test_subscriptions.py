@@ -404,3 +404,23 @@ async def test_a_closed_connector_is_freed_after_using_pagerduty_events(
     del connector
     gc.collect()
     assert gone() is None
+
+
+async def test_two_keepers_checking_one_connection_at_once_make_one_subscription(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """Several keepers (instances) may run at once: the one that claims the row creates the
+    subscription, the others leave it; PagerDuty ends with one, and it is the stored one."""
+    async with rig(tmp_path) as r:
+        connection = await r.h.connect()
+        events = events_of(r.h.connector)
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(events.ensure, connection.id)
+        made = await r.subscriptions()
+        assert len(made) == 1
+        stored = await events.store.get_subscription(connection.id)
+        assert stored is not None
+        assert stored.state == "active"
+        assert made[0]["id"] == stored.pd_subscription_id
+        assert made[0]["url"].endswith("/" + stored.key)

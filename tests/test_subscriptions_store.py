@@ -108,6 +108,22 @@ def test_a_deleted_subscription_is_due_again_only_after_a_reconnect(store: Store
     assert pd.subscriptions_due(now=T0 + 11) == [row.id]
 
 
+def test_one_claim_of_a_subscription_wins(store: Store) -> None:
+    pd = PagerDutyEventStore(store)
+    row = store.upsert_connection(new_connection(), T0)
+    first = subscription(row.id, "pending", key="k-first", next_attempt_at=T0 + 60)
+    assert pd.claim_subscription(first, None)
+    assert not pd.claim_subscription(subscription(row.id, "pending", key="k-second"), None)
+    assert pd.get_subscription(row.id) == first
+    # Both read `first`; only one claim over it wins, the other sees a changed row.
+    retry = dataclasses.replace(first, updated_at=T0 + 61, next_attempt_at=T0 + 121)
+    assert pd.claim_subscription(retry, first)
+    assert not pd.claim_subscription(dataclasses.replace(retry, updated_at=T0 + 62), first)
+    # The claimed work's result is written only over its own key.
+    assert not pd.update_subscription(row.id, if_key="k-other", state="active")
+    assert pd.update_subscription(row.id, if_key="k-first", state="active")
+
+
 def test_old_delivery_ids_are_purged(store: Store) -> None:
     row = store.upsert_connection(new_connection(), T0)
     pd = PagerDutyEventStore(store)

@@ -83,6 +83,9 @@ RETRY_CAP: Final = 3600.0
 #: Delivery ids are remembered this long (PagerDuty retries for about 20 minutes).
 DEDUPE_WINDOW: Final = 7 * 86_400.0
 _SYNC_DEADLINE: Final = 15.0
+# How long a claimed subscription is left to the worker that claimed it (longer than its
+# calls to PagerDuty may take, so a live worker never loses it; a dead one's is retried).
+_CLAIM_HOLD: Final = 4 * _SYNC_DEADLINE
 _SECRET_KEYS: Final = frozenset(
     {"access_token", "refresh_token", "id_token", "token", "code", "code_verifier", "verifier"}
     | {"state", "client_secret", "secret", "password", "authorization", "key"}
@@ -234,8 +237,23 @@ class PagerDutyEvents:
         error: str | None = None,
         key: str | None = None,
     ) -> SubscriptionRow:
+        saved = self._next_row(row, sub, now, state=state, error=error, key=key)
+        await self.store.save_subscription(saved)
+        return saved
+
+    def _next_row(
+        self,
+        row: ConnectionRow,
+        sub: SubscriptionRow | None,
+        now: float,
+        *,
+        state: str,
+        error: str | None = None,
+        key: str | None = None,
+        hold_until: float | None = None,
+    ) -> SubscriptionRow:
         fresh = sub is None or sub.state in ("deleted", "deleting")
-        saved = SubscriptionRow(
+        return SubscriptionRow(
             connection_id=row.id,
             key=key or (secrets.token_urlsafe(32) if fresh or sub is None else sub.key),
             state=state,
@@ -243,19 +261,23 @@ class PagerDutyEvents:
             secret_ct=None if fresh or sub is None else sub.secret_ct,
             events=",".join(self._settings.pagerduty_events),
             attempts=0 if sub is None else sub.attempts,
-            next_attempt_at=None,
+            next_attempt_at=hold_until,
             last_error=error,
             created_at=now if sub is None else sub.created_at,
             updated_at=now,
         )
-        await self.store.save_subscription(saved)
-        return saved
 
     async def _create(
         self, row: ConnectionRow, sub: SubscriptionRow | None, now: float
     ) -> SubscriptionStatus:
-        # The key is stored before the call: a retry after a lost answer finds it by URL.
-        pending = await self._save(row, sub, now, state="pending")
+        if sub is not None and sub.state == "pending" and (sub.next_attempt_at or 0.0) > now:
+            return self._status(sub)  # another keeper (or call) holds it and is at work
+        # The key is stored before the call: a retry after a lost answer finds it by URL. The
+        # claim holds the row while the work lasts; a worker that dies holding it is
+        # replaced once the hold is over (the row is then due again).
+        pending = self._next_row(row, sub, now, state="pending", hold_until=now + _CLAIM_HOLD)
+        if not await self.store.claim_subscription(pending, sub):
+            return self._status(await self.store.get_subscription(row.id))
         url = receiver_url(self._settings, pending.key)
         try:
             async with await self._connector.client(row.id, deadline=_SYNC_DEADLINE) as client:
@@ -271,6 +293,7 @@ class PagerDutyEvents:
             secret = adopted["secret"]
             await self.store.update_subscription(
                 row.id,
+                if_key=pending.key,
                 state="active",
                 pd_subscription_id=adopted["id"],
                 secret_ct=self._seal.seal_subscription_secret(row.id, pending.key, secret)

@@ -125,10 +125,54 @@ class PagerDutyEventStore:
         )
         self._run("save_subscription", lambda c: c.execute(stmt), write=True)
 
-    def update_subscription(self, connection_id: str, **values: Any) -> bool:
+    def claim_subscription(self, row: SubscriptionRow, seen: SubscriptionRow | None) -> bool:
+        """Write ``row`` only if the stored row is still ``seen`` (None: there is none yet).
+
+        The compare-and-set that lets one of several keepers (or API calls) work on a
+        connection's subscription at a time: each read the row, only one write wins, and the
+        others leave the work to it. True if this call's write won.
+        """
+        values = {name: getattr(row, name) for name in pd_subscriptions.c.keys()}  # noqa: SIM118
+        values["last_error"] = None if row.last_error is None else error_message(row.last_error)
+        stmt: Any
+        if seen is None:
+            stmt = (
+                self._store._insert(pd_subscriptions)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["connection_id"])
+                .returning(_s.connection_id)
+            )
+        else:
+            due = seen.next_attempt_at
+            stmt = (
+                sa.update(pd_subscriptions)
+                .where(
+                    _s.connection_id == seen.connection_id,
+                    _s.key == seen.key,
+                    _s.state == seen.state,
+                    _s.updated_at == seen.updated_at,
+                    _s.next_attempt_at.is_(None) if due is None else _s.next_attempt_at == due,
+                )
+                .values(**{k: v for k, v in values.items() if k != "connection_id"})
+                .returning(_s.connection_id)
+            )
+        # RETURNING, not rowcount: psycopg reports no rowcount for an INSERT … DO NOTHING.
+        won = self._run(
+            "claim_subscription", lambda c: c.execute(stmt).first() is not None, write=True
+        )
+        return bool(won)
+
+    def update_subscription(
+        self, connection_id: str, *, if_key: str | None = None, **values: Any
+    ) -> bool:
+        """Set ``values`` on the connection's row; with ``if_key``, only while the row still
+        has that key (the work of a claim is not written over a newer one's row)."""
         if "last_error" in values and values["last_error"] is not None:
             values["last_error"] = error_message(values["last_error"])
-        stmt = sa.update(pd_subscriptions).where(_s.connection_id == connection_id).values(**values)
+        stmt = sa.update(pd_subscriptions).where(_s.connection_id == connection_id)
+        if if_key is not None:
+            stmt = stmt.where(_s.key == if_key)
+        stmt = stmt.values(**values)
         return bool(
             self._run("update_subscription", lambda c: c.execute(stmt).rowcount, write=True)
         )
@@ -254,10 +298,16 @@ class AsyncPagerDutyEventStore:
     async def save_subscription(self, row: SubscriptionRow) -> None:
         await self._call(self.sync.save_subscription, row)
 
-    async def update_subscription(self, connection_id: str, **values: Any) -> bool:
+    async def update_subscription(
+        self, connection_id: str, *, if_key: str | None = None, **values: Any
+    ) -> bool:
         return await self._call(
-            functools.partial(self.sync.update_subscription, **values), connection_id
+            functools.partial(self.sync.update_subscription, if_key=if_key, **values),
+            connection_id,
         )
+
+    async def claim_subscription(self, row: SubscriptionRow, seen: SubscriptionRow | None) -> bool:
+        return await self._call(self.sync.claim_subscription, row, seen)
 
     async def subscriptions_due(self, *, now: float, limit: int = 100) -> list[str]:
         return await self._call(
