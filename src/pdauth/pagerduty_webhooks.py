@@ -25,6 +25,8 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from pdauth.store.records import EVENT_TYPE, MAX_EVENT_TYPE
+
 __all__ = [
     "MAX_BODY",
     "SIGNATURE_HEADER",
@@ -44,8 +46,9 @@ SUBSCRIPTION_HEADER: Final = "X-Webhook-Subscription"
 MAX_BODY: Final = 256 * 1024
 MAX_SIGNATURE_HEADER: Final = 8192
 _HEX_MAC = re.compile(r"[0-9a-f]{64}")
+# A PagerDuty event type becomes the pdauth event type "pagerduty.<type>".
+_PDAUTH_PREFIX: Final = "pagerduty."
 _WEBHOOK_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_EVENT_TYPE = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*)+")
 # Names PagerDuty's senders on the internet cannot resolve to this service.
 _PRIVATE_SUFFIXES = (".local", ".localhost", ".internal", ".lan", ".home", ".test", ".invalid")
 
@@ -101,7 +104,7 @@ class PagerDutyEvent:
     @property
     def pdauth_type(self) -> str:
         """The pdauth event type it becomes: ``pagerduty.`` + PagerDuty's event type."""
-        return f"pagerduty.{self.event_type}"
+        return _PDAUTH_PREFIX + self.event_type
 
 
 def _no_constant(name: str) -> object:
@@ -124,9 +127,9 @@ def parse_event(body: bytes) -> PagerDutyEvent | None:
     resource, occurred = event.get("resource_type"), event.get("occurred_at")
     if not (isinstance(event_id, str) and 0 < len(event_id) <= 128):
         return None
-    if not (isinstance(event_type, str) and _EVENT_TYPE.fullmatch(event_type)):
+    if not (isinstance(event_type, str) and EVENT_TYPE.fullmatch(event_type)):
         return None
-    if len(event_type) > 54:  # "pagerduty." + type must fit pdauth's 64-character event type
+    if len(_PDAUTH_PREFIX + event_type) > MAX_EVENT_TYPE:  # must fit a pdauth event type
         return None
     agent, data = event.get("agent"), event.get("data")
     return PagerDutyEvent(

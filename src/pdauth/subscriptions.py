@@ -56,6 +56,7 @@ from pdauth.pagerduty_webhooks import (
 )
 from pdauth.store import AsyncPagerDutyEventStore, ConnectionRow, EventRow, NewEvent
 from pdauth.store.pd_events import SubscriptionRow
+from pdauth.store.records import SECRET_KEYS
 
 if TYPE_CHECKING:
     from pdauth.config import Settings
@@ -86,10 +87,6 @@ _SYNC_DEADLINE: Final = 15.0
 # How long a claimed subscription is left to the worker that claimed it (longer than its
 # calls to PagerDuty may take, so a live worker never loses it; a dead one's is retried).
 _CLAIM_HOLD: Final = 4 * _SYNC_DEADLINE
-_SECRET_KEYS: Final = frozenset(
-    {"access_token", "refresh_token", "id_token", "token", "code", "code_verifier", "verifier"}
-    | {"state", "client_secret", "secret", "password", "authorization", "key"}
-)
 
 PagerDutyEventHook = Callable[["PagerDutyNotice"], Awaitable[None] | None]
 
@@ -161,7 +158,7 @@ def events_of(connector: Connector) -> PagerDutyEvents:
 def _scrub(value: Any) -> Any:
     """``value`` without members whose names the event log refuses (they would be secrets)."""
     if isinstance(value, Mapping):
-        return {str(k): _scrub(v) for k, v in value.items() if str(k).lower() not in _SECRET_KEYS}
+        return {str(k): _scrub(v) for k, v in value.items() if str(k).lower() not in SECRET_KEYS}
     if isinstance(value, list | tuple):
         return [_scrub(item) for item in value]
     return value

@@ -19,7 +19,10 @@ from typing import Any, Final
 __all__ = [
     "CONNECTION_KINDS",
     "CONNECTION_STATUSES",
+    "EVENT_TYPE",
+    "MAX_EVENT_TYPE",
     "REGIONS",
+    "SECRET_KEYS",
     "ConnectionRow",
     "EventRow",
     "NewConnection",
@@ -34,9 +37,11 @@ CONNECTION_STATUSES: Final = ("active", "needs_reauth", "revoked")
 
 MAX_OWNER_LENGTH: Final = 255
 _STATE_HASH = re.compile(r"[0-9a-f]{64}")
-_EVENT_TYPE = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*)+")
-# Keys that would put a plaintext secret into the audit log; ciphertext keys (``*_ct``) pass.
-_SECRET_KEYS: Final = frozenset(
+#: A pdauth event type: a dotted lower-case name of at most MAX_EVENT_TYPE characters.
+EVENT_TYPE: Final = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*)+")
+MAX_EVENT_TYPE: Final = 64
+#: Keys that would put a plaintext secret into the audit log; ciphertext keys (``*_ct``) pass.
+SECRET_KEYS: Final = frozenset(
     {
         "access_token",
         "refresh_token",
@@ -67,7 +72,7 @@ def _check_no_secret_keys(value: object, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"event data keys must be strings (at {path})")
-            if key.lower() in _SECRET_KEYS:
+            if key.lower() in SECRET_KEYS:
                 raise ValueError(f"event data must not carry secrets (key {path}.{key})")
             _check_no_secret_keys(item, f"{path}.{key}")
     elif isinstance(value, list | tuple):
@@ -230,9 +235,9 @@ class NewEvent:
     outbox: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.type, str) or len(self.type) > 64:
+        if not isinstance(self.type, str) or len(self.type) > MAX_EVENT_TYPE:
             raise ValueError("event type must be a dotted name of at most 64 characters")
-        if not _EVENT_TYPE.fullmatch(self.type):
+        if not EVENT_TYPE.fullmatch(self.type):
             raise ValueError("event type must be a dotted lowercase name like connection.created")
         if not isinstance(self.data, Mapping):
             raise ValueError("event data must be a mapping")
