@@ -278,7 +278,10 @@ class PagerDutyEvents:
         url = receiver_url(self._settings, pending.key)
         try:
             async with await self._connector.client(row.id, deadline=_SYNC_DEADLINE) as client:
-                adopted = await self._adopt(client, pending, url)
+                # Only a key used before can already be at PagerDuty (an answer lost on the
+                # way back): a new key skips listing every subscription of the account.
+                retried_key = sub is not None and sub.key == pending.key
+                adopted = await self._adopt(client, pending, url) if retried_key else None
                 if adopted is None:
                     created = await client.post("/webhook_subscriptions", json=self._spec(url, row))
                     adopted = _entity(created)
