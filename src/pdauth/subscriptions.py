@@ -220,23 +220,12 @@ class PagerDutyEvents:
                 await self.store.update_subscription(connection_id, state="active", updated_at=now)
                 return self._status(await self.store.get_subscription(connection_id))
         if required_scope(self._settings) not in parse_scopes(row.scopes):
-            await self._save(row, sub, now, state="no_scope", error="the grant lacks the scope")
+            lacking = "the grant lacks the scope"
+            await self.store.save_subscription(
+                self._next_row(row, sub, now, state="no_scope", error=lacking)
+            )
             return self._status(await self.store.get_subscription(connection_id))
         return await self._create(row, sub, now)
-
-    async def _save(
-        self,
-        row: ConnectionRow,
-        sub: SubscriptionRow | None,
-        now: float,
-        *,
-        state: str,
-        error: str | None = None,
-        key: str | None = None,
-    ) -> SubscriptionRow:
-        saved = self._next_row(row, sub, now, state=state, error=error, key=key)
-        await self.store.save_subscription(saved)
-        return saved
 
     def _next_row(
         self,
@@ -246,13 +235,13 @@ class PagerDutyEvents:
         *,
         state: str,
         error: str | None = None,
-        key: str | None = None,
         hold_until: float | None = None,
     ) -> SubscriptionRow:
+        """The row to write next: a new key when there is none to keep (none yet, or deleted)."""
         fresh = sub is None or sub.state in ("deleted", "deleting")
         return SubscriptionRow(
             connection_id=row.id,
-            key=key or (secrets.token_urlsafe(32) if fresh or sub is None else sub.key),
+            key=secrets.token_urlsafe(32) if fresh or sub is None else sub.key,
             state=state,
             pd_subscription_id=None if fresh or sub is None else sub.pd_subscription_id,
             secret_ct=None if fresh or sub is None else sub.secret_ct,
