@@ -132,6 +132,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _on_sigint(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_until_stopped(server: uvicorn.Server, sock: socket.socket, banner: Sequence[str]) -> None:
     """Print ``banner`` and serve on ``sock`` until SIGINT/SIGTERM.
 
@@ -142,6 +146,10 @@ def serve_until_stopped(server: uvicorn.Server, sock: socket.socket, banner: Seq
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
+    # Our own SIGINT handler, not Python's default: with the default one installed,
+    # asyncio.run turns the SIGINT uvicorn re-raises at its end into a cancellation of its
+    # finishing task, which can lose the race and return normally (exit 0, not 130).
+    previous_int = signal.signal(signal.SIGINT, _on_sigint) if main else None
     try:
         # Listening before the banner: a client that reads "Open …" and connects at once is
         # queued by the kernel until uvicorn accepts, instead of being refused.
@@ -153,3 +161,4 @@ def serve_until_stopped(server: uvicorn.Server, sock: socket.socket, banner: Seq
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
